@@ -1,0 +1,12 @@
+"""ssmkit.core: SSM blocks with one interface, shared layers, scan orders, registry, optional deps."""
+
+if __name__ != "ssmkit.core":
+    raise ImportError(
+        f"This folder is the subpackage `ssmkit.core`, imported here as `{__name__}`. "
+        "Install ssmkit (`pip install -e .`) and write `import ssmkit.core` instead."
+    )
+
+from ssmkit.core.optional import require
+from ssmkit.core.registry import create_model, list_models, model_entry, register_model
+
+__all__ = ["create_model", "list_models", "model_entry", "register_model", "require"]

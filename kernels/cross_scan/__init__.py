@@ -1,0 +1,1 @@
+"""ssmkit.kernels.cross_scan."""

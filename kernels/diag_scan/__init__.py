@@ -1,0 +1,1 @@
+"""ssmkit.kernels.diag_scan."""

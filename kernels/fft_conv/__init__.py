@@ -1,0 +1,1 @@
+"""ssmkit.kernels.fft_conv."""

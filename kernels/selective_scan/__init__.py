@@ -1,0 +1,1 @@
+"""ssmkit.kernels.selective_scan."""

@@ -1,0 +1,1 @@
+"""ssmkit.kernels.ssd_scan."""

@@ -1,0 +1,101 @@
+"""Shared test fixtures: seeding, the real data sets in ../shared/data, NaN poisoning, tolerances.
+
+Helpers are fixtures (tests run with ``--import-mode=importlib`` and there is no tests package):
+
+- ``shared_data``: ``Path`` to ``../shared/data``, or the test is skipped with the reason.
+- ``nan_poison``: while active, ``torch.empty``/``torch.empty_like`` return NaN-filled floating
+  tensors, so a kernel that forgets to write part of a buffer fails loudly.
+- ``assert_close(name, ref, fast, ratio=5e-3)``: FLA's relative-RMS check
+  ``rms(ref - fast) / rms(ref) <= ratio`` (or max-abs error <= 1e-6), failing on NaN.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    random.seed(0)
+    torch.manual_seed(0)
+    try:
+        import numpy as np
+
+        np.random.seed(0)
+    except ImportError:  # numpy is optional for the core install
+        pass
+
+
+def _find_shared_data() -> Path | None:
+    candidates = [os.environ.get("SSMKIT_SHARED_DATA"), REPO_ROOT.parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = _find_shared_data()
+    if path is None:
+        pytest.skip(
+            "real data sets not found: expected ../shared/data beside the checkout "
+            "(or set SSMKIT_SHARED_DATA)"
+        )
+    return path
+
+
+@pytest.fixture
+def nan_poison(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poisoned(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.is_floating_point() or tensor.is_complex():
+            tensor.fill_(float("nan"))
+        return tensor
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poisoned(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poisoned(real_empty_like(*a, **k)))
+
+
+def relative_rms_error(ref: torch.Tensor, fast: torch.Tensor) -> float:
+    ref, fast = (
+        ref.detach().to(torch.complex128 if ref.is_complex() else torch.float64),
+        fast.detach(),
+    )
+    fast = fast.to(ref.dtype)
+    err = (ref - fast).abs().pow(2).mean().sqrt()
+    base = ref.abs().pow(2).mean().sqrt()
+    return float(err / base.clamp_min(1e-30))
+
+
+def _assert_close(name: str, ref: torch.Tensor, fast: torch.Tensor, ratio: float = 5e-3) -> None:
+    assert ref.shape == fast.shape, (
+        f"{name}: shape {tuple(fast.shape)} != reference {tuple(ref.shape)}"
+    )
+    assert not torch.isnan(fast).any(), f"{name}: NaN in the tested output"
+    assert not torch.isnan(ref).any(), f"{name}: NaN in the reference"
+    max_abs = (
+        float((ref.detach().double() - fast.detach().double()).abs().max()) if ref.numel() else 0.0
+    )
+    if max_abs <= 1e-6:
+        return
+    rel = relative_rms_error(ref, fast)
+    assert rel <= ratio, (
+        f"{name}: relative RMS error {rel:.3e} > {ratio:.1e} (max abs {max_abs:.3e})"
+    )
+
+
+@pytest.fixture
+def assert_close() -> Callable[..., None]:
+    return _assert_close
