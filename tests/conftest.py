@@ -21,6 +21,11 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Without a GPU, Triton kernels are tested in its CPU interpreter. Triton reads this when a kernel
+# is decorated, so it must be set before any ssmkit Triton module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
