@@ -1,0 +1,83 @@
+"""Memory tasks that run fast on CPU, registered with gymnasium.
+
+``TMaze`` (Bakker, "Reinforcement Learning with Long Short-Term Memory", NeurIPS 2001, passive
+variant): a cue shown only at the first step says which arm of a T-junction is rewarded; the agent
+is carried down a corridor of ``corridor_length`` steps and must choose at the junction. A
+memoryless policy can do no better than chance (expected return 0), a policy that remembers the
+cue for ``corridor_length`` steps earns +1. POPGym's tasks (``popgym-RepeatPreviousEasy-v0``, ...)
+are used beside it when the ``popgym`` package is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+TMAZE_ID = "ssmkit/TMaze-v0"
+
+
+class TMaze(gym.Env[np.ndarray, np.int64]):
+    """Passive T-maze with a cue at t = 0 and a decision after ``corridor_length`` steps.
+
+    Observation (4,) float32: ``[cue_left, cue_right, in_corridor, at_junction]``.
+    Actions: 0 = left, 1 = right (ignored in the corridor). Reward: +1 for the cued arm, -1 for
+    the other, 0 in the corridor. The episode terminates after the decision, so it lasts
+    ``corridor_length + 1`` steps.
+
+    Args:
+        corridor_length: steps between the cue and the junction (the memory length), >= 1.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, corridor_length: int = 5) -> None:
+        if int(corridor_length) < 1:
+            raise ValueError(f"corridor_length must be >= 1, got {corridor_length}.")
+        self.corridor_length = int(corridor_length)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(4,), dtype=np.float32)
+        self.action_space = spaces.Discrete(2)
+        self._goal = 0
+        self._position = 0
+
+    def _observation(self) -> np.ndarray:
+        obs = np.zeros(4, dtype=np.float32)
+        if self._position == 0:
+            obs[self._goal] = 1.0
+        if self._position < self.corridor_length:
+            obs[2] = 1.0
+        else:
+            obs[3] = 1.0
+        return obs
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._goal = int(self.np_random.integers(2))
+        self._position = 0
+        return self._observation(), {}
+
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self.action_space.contains(action):
+            raise ValueError(f"TMaze action must be 0 (left) or 1 (right), got {action!r}.")
+        if self._position < self.corridor_length:
+            self._position += 1
+            return self._observation(), 0.0, False, False, {}
+        reward = 1.0 if int(action) == self._goal else -1.0
+        return self._observation(), reward, True, False, {}
+
+
+def register_envs() -> None:
+    """Register ssmkit's tasks with gymnasium (idempotent); also registers POPGym's if installed."""
+    if TMAZE_ID not in gym.registry:
+        gym.register(TMAZE_ID, entry_point=TMaze, kwargs={"corridor_length": 5})
+    try:
+        import popgym  # noqa: F401  (registers popgym-* ids on import)
+    except ImportError:
+        pass
+
+
+register_envs()
