@@ -18,8 +18,7 @@ __all__ = ["selective_scan"]
 _OP = "selective_scan"
 _MODULES = {
     "ref": ("ssmkit.kernels.selective_scan.reference", "selective_scan_reference"),
-    # issue 3: the chunked CPU backend (cpu.py) lands next; until then "cpu" runs the reference.
-    "cpu": ("ssmkit.kernels.selective_scan.reference", "selective_scan_reference"),
+    "cpu": ("ssmkit.kernels.selective_scan.cpu", "selective_scan_cpu"),
     "triton": ("ssmkit.kernels.selective_scan.triton", "selective_scan_triton"),
 }
 
