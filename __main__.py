@@ -8,7 +8,9 @@ import sys
 import ssmkit
 
 # Domain verbs: "verb": ("module", "function", "one-line help"). Imported only when used.
-DOMAIN_VERBS: dict[str, tuple[str, str, str]] = {}
+DOMAIN_VERBS: dict[str, tuple[str, str, str]] = {
+    "rl": ("ssmkit.rl.cli", "main", "rl train --env ID --world-model s5|mamba|gru ..."),
+}
 
 _HELP = """usage: ssmkit <command> [args...]
 

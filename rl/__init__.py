@@ -13,6 +13,8 @@ if __name__ != "ssmkit.rl":
 import importlib
 from typing import Any
 
+import ssmkit.rl.models  # noqa: F401  (registers rl.world_model_*; needs only torch)
+
 _LAZY = {
     "TMaze": "ssmkit.rl.envs",
     "register_envs": "ssmkit.rl.envs",
@@ -20,6 +22,11 @@ _LAZY = {
     "OneHotObservation": "ssmkit.rl.wrappers",
     "ActionRepeat": "ssmkit.rl.wrappers",
     "SequenceReplay": "ssmkit.rl.replay",
+    "SSMWorldModel": "ssmkit.rl.world_model",
+    "WorldModelState": "ssmkit.rl.world_model",
+    "DreamerAgent": "ssmkit.rl.agent",
+    "RLConfig": "ssmkit.rl.train",
+    "Trainer": "ssmkit.rl.train",
     "VectorCollector": "ssmkit.rl.replay",
 }
 

@@ -252,6 +252,22 @@ class SSMWorldModel(nn.Module):
         actions.append(policy(feats[-1].detach()))
         return {"feat": torch.stack(feats, 1), "action": torch.stack(actions, 1)}
 
+    def forward(
+        self, obs: torch.Tensor, actions: torch.Tensor, is_first: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Everything the model predicts for a sequence (B, T, ...): posterior and prior
+        ``probs``, ``deter``, reconstructed symlog ``obs``, symlog ``reward``, ``continue`` logits."""
+        posts, priors, _ = self.observe(obs, actions, is_first)
+        feat = posts["feat"]
+        return {
+            "post_probs": posts["probs"],
+            "prior_probs": priors["probs"],
+            "deter": posts["deter"],
+            "obs": self.decoder(feat),
+            "reward": self.reward_head(feat).squeeze(-1),
+            "continue": self.continue_head(feat).squeeze(-1),
+        }
+
     def loss(
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
