@@ -6,7 +6,11 @@ if __name__ != "ssmkit.core":
         "Install ssmkit (`pip install -e .`) and write `import ssmkit.core` instead."
     )
 
+from ssmkit.core.mamba import Mamba
+from ssmkit.core.norms import GatedRMSNorm, RMSNorm
 from ssmkit.core.optional import require
 from ssmkit.core.registry import create_model, list_models, model_entry, register_model
+from ssmkit.core.state import ConvSSMState, SSMState, StackState
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model", "require"]
+__all__ += ["ConvSSMState", "GatedRMSNorm", "Mamba", "RMSNorm", "SSMState", "StackState"]

@@ -1,0 +1,446 @@
+"""Mamba-1: the selective state-space (S6) mixer.
+
+Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023),
+https://arxiv.org/abs/2312.00752. Parameter names and inits follow the authors' ``mamba_ssm``
+module, so their checkpoints load 1:1 (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``,
+``D``, ``out_proj``).
+
+The functional pieces here (:func:`causal_conv1d`, :func:`selective_ssm`, the init helpers) are
+shared with :mod:`ssmkit.core.bimamba`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssmkit.core import ops
+from ssmkit.core.registry import register_model
+from ssmkit.core.state import (
+    ConvSSMState,
+    check_sequence_inputs,
+    check_state,
+    check_step_input,
+)
+
+__all__ = ["Mamba", "causal_conv1d", "selective_ssm"]
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    prefix: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    resets: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal depthwise convolution that can continue a sequence, skip pads and restart episodes.
+
+    ``y_t = bias + sum_s w[K-1-s] * x_{t-s}``, where ``x_{t-s}`` is the ``s``-th most recent *real*
+    input (pads, ``mask`` False, are skipped; before the sequence come the ``prefix`` inputs, or
+    zeros) and inputs of an earlier episode (before a reset) count as zero.
+
+    Args:
+        x: ``(B, C, L)``.
+        weight: ``(C, 1, K)`` depthwise kernel (``nn.Conv1d`` layout).
+        bias: ``(C,)`` or ``None``.
+        prefix: ``(B, C, K - 1)`` the previous ``K - 1`` inputs (a :class:`ConvSSMState`'s conv).
+        mask: ``(B, L)`` bool, True = real token.
+        resets: ``(B, L)`` bool, True where an episode starts.
+
+    Returns:
+        ``y (B, C, L)`` (pre-activation; pad positions hold junk that callers zero) and the new
+        prefix ``(B, C, K - 1)``: the last ``K - 1`` real inputs of the current episode.
+    """
+    batch, channels, length = x.shape
+    k = weight.shape[-1]
+    if mask is not None:
+        x = x * mask[:, None, :].to(x.dtype)
+    if prefix is None:
+        prefix = x.new_zeros(batch, channels, k - 1)
+    full = torch.cat([prefix.to(x.dtype), x], dim=-1)  # (B, C, K-1+L)
+    if mask is None and resets is None:
+        y = F.conv1d(
+            full, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), groups=channels
+        )
+        return y, full[..., full.shape[-1] - (k - 1) :]
+
+    total = full.shape[-1]
+    ones = torch.ones(batch, k - 1, dtype=torch.bool, device=x.device)
+    real = torch.cat(
+        [ones, mask if mask is not None else torch.ones_like(ones[:, :1]).expand(batch, length)], -1
+    )
+    episode = torch.zeros(batch, total, dtype=torch.long, device=x.device)
+    if resets is not None:
+        episode[:, k - 1 :] = resets.long().cumsum(-1)
+    # rank of each real input, and the position holding each rank (slot `total` collects pads)
+    rank = real.long().cumsum(-1) - 1
+    slot = torch.where(real, rank, torch.full_like(rank, total))
+    positions = torch.arange(total, device=x.device).expand(batch, total)
+    pos_of_rank = torch.zeros(batch, total + 1, dtype=torch.long, device=x.device)
+    pos_of_rank = pos_of_rank.scatter(1, slot, positions)
+
+    w = weight.reshape(channels, k).to(x.dtype)
+    out_rank = rank[:, k - 1 :]  # (B, L): rank of the newest real input at or before t
+    out_episode = episode[:, k - 1 :]
+    y = (
+        x.new_zeros(batch, channels, length)
+        if bias is None
+        else bias.to(x.dtype)[None, :, None].expand(batch, channels, length)
+    )
+    for s in range(k):
+        src = pos_of_rank.gather(1, (out_rank - s).clamp_min(0))
+        tap = full.gather(2, src[:, None, :].expand(batch, channels, length))
+        if resets is not None:
+            tap = tap * (episode.gather(1, src) == out_episode)[:, None, :].to(x.dtype)
+        y = y + w[:, k - 1 - s, None] * tap
+
+    last_rank = rank[:, -1:]  # (B, 1)
+    offsets = (
+        torch.arange(-(k - 2), 1, device=x.device)
+        if k > 1
+        else torch.zeros(0, dtype=torch.long, device=x.device)
+    )
+    src = pos_of_rank.gather(1, (last_rank + offsets).clamp_min(0))  # (B, K-1)
+    new_prefix = full.gather(2, src[:, None, :].expand(batch, channels, k - 1))
+    if resets is not None:
+        same = episode.gather(1, src) == episode[:, -1:]
+        new_prefix = new_prefix * same[:, None, :].to(x.dtype)
+    return y, new_prefix
+
+
+def selective_ssm(
+    u: torch.Tensor,
+    z: torch.Tensor | None,
+    x_proj_weight: torch.Tensor,
+    dt_proj_weight: torch.Tensor,
+    dt_proj_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    resets: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    return_last_state: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The S6 core: input-dependent ``(Delta, B, C)`` and the selective scan (paper Alg. 2).
+
+    ``Delta = softplus(dt_proj(x_proj(u)[:R]))`` is computed in fp32 (also under autocast) and set
+    to 0 at pads, so a pad leaves the state untouched (``exp(0 * A) = 1``, no input).
+
+    Args:
+        u: ``(B, E, L)`` conv output after SiLU (pads already zero).
+        z: ``(B, E, L)`` gate or ``None``.
+        x_proj_weight: ``(R + 2N, E)``. dt_proj_weight: ``(E, R)``. dt_proj_bias: ``(E,)``.
+        A_log: ``(E, N)``; ``A = -exp(A_log.float())``. D: ``(E,)``.
+        mask, resets: ``(B, L)`` bool or ``None``.
+        initial_state: ``(B, E, N)`` fp32 or ``None``.
+        return_last_state: also return the state after the last token.
+
+    Returns:
+        ``y (B, E, L)`` in ``u``'s dtype and the last state ``(B, E, N)`` fp32 (or ``None``).
+    """
+    rank = dt_proj_weight.shape[1]
+    d_state = A_log.shape[1]
+    x_dbl = F.linear(u.transpose(1, 2), x_proj_weight)  # (B, L, R + 2N)
+    dt, B, C = torch.split(x_dbl, [rank, d_state, d_state], dim=-1)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        delta = F.softplus(F.linear(dt.float(), dt_proj_weight.float(), dt_proj_bias.float()))
+        if mask is not None:
+            delta = delta * mask[..., None]
+        A = -torch.exp(A_log.float())
+        out = ops.selective_scan(
+            u,
+            delta.transpose(1, 2),
+            A,
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            D.float(),
+            z=z,
+            return_last_state=return_last_state,
+            initial_state=initial_state,
+            resets=resets,
+        )
+    if return_last_state:
+        return out[0], out[1]
+    return out, None
+
+
+def make_dt_proj(
+    dt_rank: int,
+    d_inner: int,
+    *,
+    dt_min: float,
+    dt_max: float,
+    dt_init: str,
+    dt_scale: float,
+    dt_init_floor: float,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Linear:
+    """``dt_proj`` with Mamba's init: weight ``U(+-dt_scale / sqrt(R))``, bias ``softplus^-1(dt)``.
+
+    ``dt`` is log-uniform in ``[dt_min, dt_max]``, floored at ``dt_init_floor``.
+    """
+    if dt_init not in ("random", "constant"):
+        raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}.")
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}.")
+    proj = nn.Linear(dt_rank, d_inner, bias=True, device=device, dtype=dtype)
+    std = dt_rank**-0.5 * dt_scale
+    with torch.no_grad():
+        if dt_init == "constant":
+            proj.weight.fill_(std)
+        else:
+            proj.weight.uniform_(-std, std)
+        proj.bias.copy_(inverse_softplus_dt(d_inner, dt_min, dt_max, dt_init_floor, device))
+    proj.bias._no_reinit = True  # type: ignore[attr-defined]
+    return proj
+
+
+def inverse_softplus_dt(
+    n: int, dt_min: float, dt_max: float, floor: float, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``softplus^-1(dt)`` for ``dt`` log-uniform in ``[dt_min, dt_max]`` (clamped >= floor), fp32."""
+    log_span = math.log(dt_max) - math.log(dt_min)
+    dt = torch.exp(torch.rand(n, device=device) * log_span + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def make_A_log(
+    d_inner: int, d_state: int, device: torch.device | str | None = None
+) -> nn.Parameter:
+    """S4D-Real init ``A_log[e, n] = log(n + 1)``, fp32, no weight decay."""
+    a = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(d_inner, 1)
+    param = nn.Parameter(torch.log(a))
+    param._no_weight_decay = True  # type: ignore[attr-defined]
+    return param
+
+
+def make_D(shape: int | tuple[int, ...], device: torch.device | str | None = None) -> nn.Parameter:
+    """Skip connection ``D = 1``, fp32, no weight decay."""
+    param = nn.Parameter(torch.ones(shape, dtype=torch.float32, device=device))
+    param._no_weight_decay = True  # type: ignore[attr-defined]
+    return param
+
+
+def resolve_dt_rank(dt_rank: int | str, d_model: int) -> int:
+    """``"auto"`` -> ``ceil(d_model / 16)``."""
+    if dt_rank == "auto":
+        return math.ceil(d_model / 16)
+    if not isinstance(dt_rank, int) or dt_rank <= 0:
+        raise ValueError(f"dt_rank must be 'auto' or a positive int, got {dt_rank!r}.")
+    return dt_rank
+
+
+def check_sizes(owner: str, **sizes: float) -> None:
+    """Raise ``ValueError`` naming the first size that is not positive."""
+    for name, value in sizes.items():
+        if not value > 0:
+            raise ValueError(f"{owner}: {name} must be positive, got {value!r}.")
+
+
+class Mamba(nn.Module):
+    """Mamba-1 selective SSM mixer (Gu & Dao, 2023, https://arxiv.org/abs/2312.00752).
+
+    ``x -> in_proj -> (x, z)``; ``x -> causal depthwise conv -> SiLU -> S6 scan`` gated by
+    ``silu(z)``; ``out_proj``. ``A_log``, ``D`` and the dt path stay fp32 under autocast.
+
+    Args:
+        d_model: model width ``D``.
+        d_state: SSM state size ``N`` per channel.
+        d_conv: causal depthwise conv width ``K``.
+        expand: ``E = expand * D`` inner channels.
+        dt_rank: rank ``R`` of the dt projection; ``"auto"`` = ``ceil(D / 16)``.
+        dt_min, dt_max, dt_init, dt_scale, dt_init_floor: dt init (``make_dt_proj``).
+        conv_bias: bias in the depthwise conv. bias: biases in in_proj / out_proj.
+        layer_idx: position in a stack (for callers keying caches by layer).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        layer_idx: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_sizes(
+            type(self).__name__, d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand
+        )
+        factory = {"device": device, "dtype": dtype}
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.expand = expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = resolve_dt_rank(dt_rank, d_model)
+        self.layer_idx = layer_idx
+        self.out_features = d_model
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+            **factory,
+        )
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory)
+        self.dt_proj = make_dt_proj(
+            self.dt_rank,
+            self.d_inner,
+            dt_min=dt_min,
+            dt_max=dt_max,
+            dt_init=dt_init,
+            dt_scale=dt_scale,
+            dt_init_floor=dt_init_floor,
+            **factory,
+        )
+        self.A_log = make_A_log(self.d_inner, d_state, device)
+        self.D = make_D(self.d_inner, device)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ConvSSMState:
+        """Zero state: conv ``(B, E, K - 1)`` in ``dtype``, ssm ``(B, E, N)`` fp32."""
+        device = self.in_proj.weight.device if device is None else device
+        dtype = self.in_proj.weight.dtype if dtype is None else dtype
+        return ConvSSMState(
+            conv=torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),
+            ssm=torch.zeros(
+                batch_size, self.d_inner, self.d_state, device=device, dtype=torch.float32
+            ),
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        state: ConvSSMState | None = None,
+        resets: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        return_state: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ConvSSMState]:
+        """Mix a sequence.
+
+        Args:
+            x: ``(B, L, D)``.
+            state: continue from this state (conv window and SSM state) instead of zeros.
+            resets: ``(B, L)`` bool, True where an episode starts (state and conv window restart).
+            mask: ``(B, L)`` bool, True = real token; pads are zeroed before the conv and the scan,
+                leave the state untouched and give zero output.
+            return_state: also return the state after the last token.
+
+        Returns:
+            ``y (B, L, D)``, or ``(y, state)``.
+        """
+        name = type(self).__name__
+        check_sequence_inputs(name, x, self.d_model, mask, resets)
+        if state is not None:
+            check_state(state, ConvSSMState, name)
+        xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
+        xi, z = xz.chunk(2, dim=1)
+        conv, conv_state = causal_conv1d(
+            xi,
+            self.conv1d.weight,
+            self.conv1d.bias,
+            prefix=None if state is None else state.conv,
+            mask=mask,
+            resets=resets,
+        )
+        u = F.silu(conv)
+        if mask is not None:
+            u = u * mask[:, None, :].to(u.dtype)
+        y, last = selective_ssm(
+            u,
+            z,
+            self.x_proj.weight,
+            self.dt_proj.weight,
+            self.dt_proj.bias,
+            self.A_log,
+            self.D,
+            mask=mask,
+            resets=resets,
+            initial_state=None if state is None else state.ssm,
+            return_last_state=return_state,
+        )
+        out = self.out_proj(y.transpose(1, 2))
+        if mask is not None:
+            out = out * mask[..., None].to(out.dtype)
+        if return_state:
+            return out, ConvSSMState(conv=conv_state, ssm=last)
+        return out
+
+    def step(
+        self, x: torch.Tensor, state: ConvSSMState, *, resets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ConvSSMState]:
+        """One token of recurrent inference, O(1) in the position.
+
+        Args:
+            x: ``(B, D)``.
+            state: from :meth:`init_state` or ``forward(..., return_state=True)``.
+            resets: ``(B,)`` bool: restart these sequences' state before this token.
+
+        Returns:
+            ``y (B, D)`` and the new state (the input state is not modified).
+        """
+        name = type(self).__name__
+        check_step_input(name, x, self.d_model)
+        check_state(state, ConvSSMState, name)
+        if resets is not None:
+            state = state.masked_reset(resets)
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, E) each
+        window = torch.cat([state.conv.to(xi.dtype), xi[..., None]], dim=-1)  # (B, E, K)
+        conv = (window * self.conv1d.weight[:, 0, :].to(xi.dtype)).sum(-1)
+        if self.conv1d.bias is not None:
+            conv = conv + self.conv1d.bias.to(xi.dtype)
+        u = F.silu(conv)
+        dt, B, C = torch.split(
+            F.linear(u, self.x_proj.weight), [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            delta = F.softplus(
+                F.linear(dt.float(), self.dt_proj.weight.float(), self.dt_proj.bias.float())
+            )  # (B, E)
+            A = -torch.exp(self.A_log.float())
+            uf = u.float()
+            h = (
+                state.ssm * torch.exp(delta[..., None] * A)
+                + (delta * uf)[..., None] * B.float()[:, None, :]
+            )
+            y = (h * C.float()[:, None, :]).sum(-1) + self.D.float() * uf
+            y = y * F.silu(z.float())
+        out = self.out_proj(y.to(u.dtype))
+        return out, ConvSSMState(conv=window[..., 1:], ssm=h)
+
+
+@register_model(
+    "core.mamba",
+    tiny={"d_model": 16, "d_state": 4},
+    example_inputs=lambda m: (torch.randn(2, 12, m.d_model),),
+    description="Mamba-1 selective SSM mixer (B, L, D) -> (B, L, D)",
+)
+def mamba(**kwargs: object) -> Mamba:
+    """Mamba-1 selective SSM mixer (d_model 256, d_state 16, expand 2)."""
+    return Mamba(**{"d_model": 256, **kwargs})  # type: ignore[arg-type]
