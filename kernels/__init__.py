@@ -6,6 +6,28 @@ if __name__ != "ssmkit.kernels":
         "Install ssmkit (`pip install -e .`) and write `import ssmkit.kernels` instead."
     )
 
+from ssmkit.kernels.cross_scan import (
+    cross_merge,
+    cross_merge_3d,
+    cross_scan,
+    cross_scan_3d,
+    scan_permutation,
+    scan_permutation_3d,
+)
+from ssmkit.kernels.diag_scan import diag_scan
+from ssmkit.kernels.fft_conv import fft_conv
 from ssmkit.kernels.selective_scan import selective_scan
+from ssmkit.kernels.ssd_scan import ssd_scan
 
-__all__ = ["selective_scan"]
+__all__ = [
+    "cross_merge",
+    "cross_merge_3d",
+    "cross_scan",
+    "cross_scan_3d",
+    "diag_scan",
+    "fft_conv",
+    "scan_permutation",
+    "scan_permutation_3d",
+    "selective_scan",
+    "ssd_scan",
+]
