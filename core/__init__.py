@@ -6,6 +6,7 @@ if __name__ != "ssmkit.core":
         "Install ssmkit (`pip install -e .`) and write `import ssmkit.core` instead."
     )
 
+from ssmkit.core.bimamba import BiMamba
 from ssmkit.core.mamba import Mamba
 from ssmkit.core.norms import GatedRMSNorm, RMSNorm
 from ssmkit.core.optional import require
@@ -13,4 +14,4 @@ from ssmkit.core.registry import create_model, list_models, model_entry, registe
 from ssmkit.core.state import ConvSSMState, SSMState, StackState
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model", "require"]
-__all__ += ["ConvSSMState", "GatedRMSNorm", "Mamba", "RMSNorm", "SSMState", "StackState"]
+__all__ += ["BiMamba", "ConvSSMState", "GatedRMSNorm", "Mamba", "RMSNorm", "SSMState", "StackState"]
