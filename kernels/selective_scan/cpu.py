@@ -21,10 +21,11 @@ the core.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import Any
 
-from ssmkit.kernels.selective_scan.reference import compute_dtype
+import torch
+
+from ssmkit.kernels.selective_scan.common import scan_with_core
 
 # Elements of one (T, b, E, N) chunk buffer: a few of them should sit in L2 together.
 _CHUNK_ELEMENTS = 1 << 17
@@ -200,45 +201,20 @@ def _slice(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None
     return None if t is None else t[start:stop]
 
 
-def selective_scan_cpu(
+def _core(
     u: torch.Tensor,
-    delta: torch.Tensor,
+    dt: torch.Tensor,
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    *,
-    initial_state: torch.Tensor | None = None,
-    reverse: bool = False,
-    resets: torch.Tensor | None = None,
+    h0: torch.Tensor | None,
+    keep: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _SelectiveScanCore.apply(u, dt, A, B, C, h0, keep)
+
+
+def selective_scan_cpu(
+    *args: Any, **kwargs: Any
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked CPU selective scan; arguments, shapes and returns as ``selective_scan``."""
-    dtype = compute_dtype(u.dtype)
-    u32 = u.to(dtype)
-    dt = delta.to(dtype)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(dtype)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    Bg = (B if B.dim() == 4 else B.unsqueeze(1)).to(dtype)
-    Cg = (C if C.dim() == 4 else C.unsqueeze(1)).to(dtype)
-    keep = None if resets is None else (~resets).to(dtype)
-    if reverse:
-        u32, dt, Bg, Cg = u32.flip(-1), dt.flip(-1), Bg.flip(-1), Cg.flip(-1)
-        keep = None if keep is None else keep.flip(-1)
-    h0 = None if initial_state is None else initial_state.to(dtype)
-
-    y, last = _SelectiveScanCore.apply(u32, dt, A.to(dtype), Bg, Cg, h0, keep)
-    if D is not None:
-        y = y + D.to(dtype)[:, None] * u32
-    if z is not None:
-        zz = z.to(dtype)
-        y = y * F.silu(zz.flip(-1) if reverse else zz)
-    if reverse:
-        y = y.flip(-1)
-    out = y.to(u.dtype).contiguous()
-    return (out, last) if return_last_state else out
+    return scan_with_core(_core, *args, **kwargs)
