@@ -8,10 +8,23 @@ if __name__ != "ssmkit.core":
 
 from ssmkit.core.bimamba import BiMamba
 from ssmkit.core.mamba import Mamba
+from ssmkit.core.mamba2 import Mamba2
 from ssmkit.core.norms import GatedRMSNorm, RMSNorm
 from ssmkit.core.optional import require
 from ssmkit.core.registry import create_model, list_models, model_entry, register_model
+from ssmkit.core.s4d import S4D, S4DState
+from ssmkit.core.s5 import S5, S5State
 from ssmkit.core.state import ConvSSMState, SSMState, StackState
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model", "require"]
-__all__ += ["BiMamba", "ConvSSMState", "GatedRMSNorm", "Mamba", "RMSNorm", "SSMState", "StackState"]
+__all__ += [
+    "BiMamba",
+    "ConvSSMState",
+    "GatedRMSNorm",
+    "Mamba",
+    "Mamba2",
+    "RMSNorm",
+    "SSMState",
+    "StackState",
+]
+__all__ += ["S4D", "S4DState", "S5", "S5State"]
