@@ -7,11 +7,14 @@ if __name__ != "ssmkit.core":
     )
 
 from ssmkit.core.bimamba import BiMamba
+from ssmkit.core.conv_s5 import ConvS5
 from ssmkit.core.mamba import Mamba
 from ssmkit.core.mamba2 import Mamba2
 from ssmkit.core.norms import GatedRMSNorm, RMSNorm
+from ssmkit.core.optim import param_groups
 from ssmkit.core.optional import require
 from ssmkit.core.registry import create_model, list_models, model_entry, register_model
+from ssmkit.core.residual import ResidualBlock, SequenceBackbone
 from ssmkit.core.s4d import S4D, S4DState
 from ssmkit.core.s5 import S5, S5State
 from ssmkit.core.state import ConvSSMState, SSMState, StackState
@@ -24,7 +27,10 @@ __all__ += [
     "Mamba",
     "Mamba2",
     "RMSNorm",
+    "ResidualBlock",
+    "SequenceBackbone",
     "SSMState",
     "StackState",
+    "param_groups",
 ]
-__all__ += ["S4D", "S4DState", "S5", "S5State"]
+__all__ += ["ConvS5", "S4D", "S4DState", "S5", "S5State"]
