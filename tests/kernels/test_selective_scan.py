@@ -1,0 +1,280 @@
+"""selective_scan: every backend against the reference (outputs, last state, every gradient),
+the reference against gradcheck and against running segments separately, and the dispatcher's
+errors."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from ssmkit.kernels import _dispatch, selective_scan
+
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+# relative-RMS ratios per input dtype: (outputs and last state, gradients)
+TOLERANCES = {torch.float32: (5e-3, 1e-2), torch.bfloat16: (1e-2, 3e-2)}
+
+
+def _backends() -> list:
+    triton_mark = pytest.mark.skipif(
+        not _dispatch.triton_available(), reason="triton is not installed"
+    )
+    return ["cpu", pytest.param("triton", marks=[triton_mark, pytest.mark.triton])]
+
+
+def make_inputs(
+    batch: int = 2,
+    channels: int = 4,
+    n_state: int = 4,
+    length: int = 16,
+    groups: int | None = 2,
+    dtype: torch.dtype = torch.float32,
+    decay: str = "normal",
+) -> dict[str, torch.Tensor]:
+    """Leaf tensors for every differentiable argument; groups=None gives shared (b, N, L) B/C."""
+    a_scale = {"tiny": 1e-4, "normal": 1.0, "large": 50.0}[decay]
+    bc_shape = (batch, n_state, length) if groups is None else (batch, groups, n_state, length)
+    tensors = {
+        "u": torch.randn(batch, channels, length),
+        "delta": torch.randn(batch, channels, length) * 0.5,
+        "A": -(torch.rand(channels, n_state) + 0.5) * a_scale,
+        "B": torch.randn(bc_shape),
+        "C": torch.randn(bc_shape),
+        "D": torch.randn(channels),
+        "z": torch.randn(batch, channels, length),
+        "delta_bias": torch.randn(channels) * 0.1,
+        "initial_state": torch.randn(batch, channels, n_state),
+    }
+    out = {}
+    for name, t in tensors.items():
+        keep_fp32 = name in ("A", "D", "delta_bias", "initial_state")
+        out[name] = t.to(torch.float32 if keep_fp32 else dtype).requires_grad_()
+    return out
+
+
+def run(
+    inputs: dict[str, torch.Tensor], backend: str, **kwargs: object
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """y, last state and the gradients of a fixed random loss on both w.r.t. every input."""
+    y, last = selective_scan(
+        inputs["u"],
+        inputs["delta"],
+        inputs["A"],
+        inputs["B"],
+        inputs["C"],
+        inputs["D"],
+        inputs["z"],
+        inputs["delta_bias"],
+        True,
+        True,
+        initial_state=inputs["initial_state"],
+        backend=backend,
+        **kwargs,
+    )
+    generator = torch.Generator().manual_seed(1)
+    dy = torch.randn(y.shape, generator=generator).to(y.dtype)
+    dlast = torch.randn(last.shape, generator=generator)
+    loss = (y.float() * dy.float()).sum() + (last * dlast).sum()
+    grads = torch.autograd.grad(loss, [inputs[n] for n in GRAD_NAMES])
+    return y, last, dict(zip(GRAD_NAMES, grads))
+
+
+def check_against_reference(
+    assert_close: Callable[..., None], inputs: dict[str, torch.Tensor], backend: str, **kwargs
+) -> None:
+    ratio_out, ratio_grad = TOLERANCES[inputs["u"].dtype]
+    y_ref, last_ref, grads_ref = run(inputs, "ref", **kwargs)
+    y, last, grads = run(inputs, backend, **kwargs)
+    assert y.dtype == inputs["u"].dtype and last.dtype == torch.float32
+    assert_close(f"{backend} y", y_ref, y, ratio_out)
+    assert_close(f"{backend} last_state", last_ref, last, ratio_out)
+    for name in GRAD_NAMES:
+        assert_close(f"{backend} d{name}", grads_ref[name], grads[name], ratio_grad)
+
+
+def resets_at(batch: int, length: int, *steps: int) -> torch.Tensor:
+    resets = torch.zeros(batch, length, dtype=torch.bool)
+    for t in steps:
+        resets[:, t] = True
+    return resets
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("length", [1, 2, 63, 1000])
+def test_matches_reference_all_lengths(
+    backend: str, length: int, assert_close: Callable[..., None]
+) -> None:
+    if backend == "triton" and length > 63:
+        pytest.skip("the Triton interpreter is too slow for L=1000; ref/cpu cover it")
+    batch, channels = (1, 4) if backend == "triton" else (2, 8)
+    inputs = make_inputs(batch, channels, 4, length, groups=2)
+    check_against_reference(assert_close, inputs, backend)
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("decay", ["tiny", "large"])
+def test_decays_tiny_and_large(backend: str, decay: str, assert_close: Callable[..., None]) -> None:
+    inputs = make_inputs(1, 4, 4, 40, groups=None, decay=decay)
+    check_against_reference(assert_close, inputs, backend)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_bf16_inputs(backend: str, assert_close: Callable[..., None]) -> None:
+    inputs = make_inputs(1, 4, 4, 33, groups=2, dtype=torch.bfloat16)
+    check_against_reference(assert_close, inputs, backend)
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("reverse", [False, True])
+def test_resets_and_reverse(backend: str, reverse: bool, assert_close: Callable[..., None]) -> None:
+    inputs = make_inputs(1, 4, 4, 37, groups=4)
+    resets = resets_at(1, 37, 0, 20, 36)
+    check_against_reference(assert_close, inputs, backend, resets=resets, reverse=reverse)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_fast_backends_write_every_buffer(
+    backend: str, nan_poison: None, assert_close: Callable[..., None]
+) -> None:
+    inputs = make_inputs(1, 6, 5, 21, groups=3)  # odd sizes leave masked lanes in every block
+    check_against_reference(assert_close, inputs, backend, resets=resets_at(1, 21, 7))
+
+
+@pytest.mark.parametrize("backend", ["ref", "cpu"])
+def test_reset_equals_running_segments_separately(backend: str) -> None:
+    inputs = make_inputs(2, 4, 3, 30, groups=None)
+    u, delta, A, B, C = (inputs[n].detach() for n in ("u", "delta", "A", "B", "C"))
+    h0 = inputs["initial_state"].detach()
+
+    def scan(lo: int, hi: int, **kw: object) -> tuple[torch.Tensor, torch.Tensor]:
+        return selective_scan(
+            u[..., lo:hi], delta[..., lo:hi], A, B[..., lo:hi], C[..., lo:hi],
+            delta_softplus=True, return_last_state=True, backend=backend, **kw,
+        )  # fmt: skip
+
+    y, last = scan(0, 30, initial_state=h0, resets=resets_at(2, 30, 12))
+    y1, _ = scan(0, 12, initial_state=h0)
+    y2, last2 = scan(12, 30)
+    torch.testing.assert_close(y, torch.cat([y1, y2], dim=-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, last2, rtol=1e-5, atol=1e-5)
+
+    # a reset at t = 0 ignores the initial state entirely
+    y0 = scan(0, 30, initial_state=h0, resets=resets_at(2, 30, 0))[0]
+    torch.testing.assert_close(y0, scan(0, 30)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_reverse_is_the_flipped_forward_scan() -> None:
+    inputs = {k: v.detach() for k, v in make_inputs(2, 4, 3, 25).items()}
+    u, delta, A, B, C, D, z = (inputs[n] for n in ("u", "delta", "A", "B", "C", "D", "z"))
+    resets = resets_at(2, 25, 3, 17)
+    y = selective_scan(u, delta, A, B, C, D, z, reverse=True, resets=resets, backend="ref")
+    flipped = selective_scan(
+        *(t.flip(-1) for t in (u, delta)), A, *(t.flip(-1) for t in (B, C)), D, z.flip(-1),
+        resets=resets.flip(-1), backend="ref",
+    )  # fmt: skip
+    torch.testing.assert_close(y, flipped.flip(-1))
+
+
+@pytest.mark.parametrize("backend", ["ref", "cpu"])
+def test_grouped_with_equal_groups_equals_shared(backend: str) -> None:
+    inputs = {k: v.detach() for k, v in make_inputs(2, 6, 4, 19, groups=None).items()}
+    u, delta, A, B, C = (inputs[n] for n in ("u", "delta", "A", "B", "C"))
+    shared = selective_scan(u, delta, A, B, C, backend=backend)
+    grouped = selective_scan(
+        u, delta, A, B[:, None].expand(2, 3, 4, 19), C[:, None].expand(2, 3, 4, 19),
+        backend=backend,
+    )  # fmt: skip
+    torch.testing.assert_close(grouped, shared)
+    # and the groups really are separate: changing group 1's B changes channels 2..3 only
+    B2 = B[:, None].repeat(1, 3, 1, 1)
+    B2[:, 1] += 1.0
+    changed = selective_scan(u, delta, A, B2, C[:, None].expand(2, 3, 4, 19), backend=backend)
+    assert torch.equal(changed[:, :2], grouped[:, :2]) and torch.equal(
+        changed[:, 4:], grouped[:, 4:]
+    )
+    assert not torch.allclose(changed[:, 2:4], grouped[:, 2:4])
+
+
+def test_reference_gradcheck_float64() -> None:
+    inputs = make_inputs(1, 2, 2, 5, groups=2)
+    args = [inputs[n].detach().double().requires_grad_() for n in GRAD_NAMES]
+    resets = resets_at(1, 5, 3)
+
+    def fn(*a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u, delta, A, B, C, D, z, bias, h0 = a
+        return selective_scan(
+            u, delta, A, B, C, D, z, bias, True, True,
+            initial_state=h0, resets=resets, reverse=True, backend="ref",
+        )  # fmt: skip
+
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
+
+
+def test_non_contiguous_inputs_and_inputs_untouched(assert_close: Callable[..., None]) -> None:
+    inputs = {k: v.detach() for k, v in make_inputs(2, 4, 3, 17, groups=None).items()}
+    u_t = inputs["u"].transpose(1, 2).contiguous().transpose(1, 2)  # (b, E, L) view, stride 1 on E
+    B_t = inputs["B"].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not u_t.is_contiguous() and not B_t.is_contiguous()
+    before = [t.clone() for t in (u_t, B_t)]
+    for backend in ("ref", "cpu"):
+        y = selective_scan(u_t, inputs["delta"], inputs["A"], B_t, inputs["C"], backend=backend)
+        y_ref = selective_scan(
+            inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], backend="ref"
+        )
+        assert_close(f"{backend} non-contiguous", y_ref, y)
+    assert all(torch.equal(a, b) for a, b in zip(before, (u_t, B_t)))
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    x = {k: v.detach() for k, v in make_inputs(2, 4, 3, 8, groups=None).items()}
+    u, delta, A, B, C = (x[n] for n in ("u", "delta", "A", "B", "C"))
+    with pytest.raises(ValueError, match=r"u must be \(B, E, L\)"):
+        selective_scan(u[0], delta, A, B, C)
+    with pytest.raises(ValueError, match="delta must have shape"):
+        selective_scan(u, delta[..., :5], A, B, C)
+    with pytest.raises(ValueError, match="does not match u's batch"):
+        selective_scan(u, delta, A, B[..., :5], C)
+    with pytest.raises(ValueError, match="G=3 groups, which must divide the 4 channels"):
+        selective_scan(u, delta, A, B[:, None].expand(2, 3, 3, 8), C)
+    with pytest.raises(ValueError, match="state size N=2 but A has N=3"):
+        selective_scan(u, delta, A, B, C[:, :2])
+    with pytest.raises(TypeError, match="u must be a real floating tensor"):
+        selective_scan(u.long(), delta, A, B, C)
+    with pytest.raises(TypeError, match="resets must be a bool tensor"):
+        selective_scan(u, delta, A, B, C, resets=torch.zeros(2, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="initial_state must have shape"):
+        selective_scan(u, delta, A, B, C, initial_state=torch.zeros(2, 4, 2))
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        selective_scan(u, delta, A, B, C, backend="cuda")
+
+
+def test_env_override_selects_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = {k: v.detach() for k, v in make_inputs(1, 4, 3, 6, groups=None).items()}
+    module = importlib.import_module("ssmkit.kernels.selective_scan.reference")
+    calls = []
+    real = module.selective_scan_reference
+
+    def spy(*a: object, **k: object) -> torch.Tensor:
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, "selective_scan_reference", spy)
+    selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    assert calls == []  # auto on CPU tensors is the cpu backend
+    monkeypatch.setenv("SSMKIT_BACKEND", "ref")
+    selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    assert calls == [1]
+
+
+def test_unavailable_triton_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = {k: v.detach() for k, v in make_inputs(1, 4, 3, 6, groups=None).items()}
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
+    monkeypatch.setattr(_dispatch, "triton_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"pip install \"ssmkit\[triton\]\""):
+        selective_scan(*args, backend="triton")
+    monkeypatch.setattr(_dispatch, "triton_available", lambda: True)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        selective_scan(*args, backend="triton")
