@@ -121,6 +121,8 @@ def diag_scan(
     which = resolve_backend("diag_scan", backend, b.device)
     if which == "triton":
         from ssmkit.kernels.diag_scan.triton import diag_scan_triton as run
+    elif which == "cpu":
+        from ssmkit.kernels.diag_scan.cpu import diag_scan_cpu as run
     else:
         from ssmkit.kernels.diag_scan.reference import diag_scan_ref as run
     h = run(a_c, b_c, h0, resets, z, reverse)
