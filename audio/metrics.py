@@ -18,7 +18,7 @@ import torch
 from ssmkit.core.optional import require
 
 
-def _functional() -> "ModuleType":
+def _functional() -> ModuleType:
     require("torchmetrics", "audio")
     import torchmetrics.functional.audio as tfa
 
