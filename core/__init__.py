@@ -17,6 +17,7 @@ from ssmkit.core.registry import create_model, list_models, model_entry, registe
 from ssmkit.core.residual import ResidualBlock, SequenceBackbone
 from ssmkit.core.s4d import S4D, S4DState
 from ssmkit.core.s5 import S5, S5State
+from ssmkit.core.ss2d import SS2D
 from ssmkit.core.state import ConvSSMState, SSMState, StackState
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model", "require"]
@@ -33,4 +34,4 @@ __all__ += [
     "StackState",
     "param_groups",
 ]
-__all__ += ["ConvS5", "S4D", "S4DState", "S5", "S5State"]
+__all__ += ["ConvS5", "S4D", "S4DState", "S5", "S5State", "SS2D"]
