@@ -26,22 +26,52 @@ def _fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return fft_conv(u, k)
 
 
-def krylov(matrix: torch.Tensor, vector: torch.Tensor, length: int) -> torch.Tensor:
-    """``[v, M v, M² v, ..., M^{length-1} v]`` by repeated squaring.
+def polymul(p: torch.Tensor, q: torch.Tensor, n: int) -> torch.Tensor:
+    """First ``n`` coefficients of the polynomial product ``p q`` (last dims; leading dims
+    broadcast), by FFT."""
+    size = 1 << (p.shape[-1] + q.shape[-1] - 1).bit_length()
+    out = torch.fft.irfft(torch.fft.rfft(p, size) * torch.fft.rfft(q, size), size)
+    return out[..., :n]
+
+
+def series_inverse(p: torch.Tensor, n: int) -> torch.Tensor:
+    """First ``n`` coefficients of the power series ``1 / p(z)`` (``p[..., 0] != 0``), by Newton
+    iteration ``g <- g (2 - p g)``, doubling the number of correct terms each step."""
+    g = 1.0 / p[..., :1]
+    k = 1
+    while k < n:
+        k = min(2 * k, n)
+        two = torch.zeros(k, dtype=p.dtype, device=p.device)
+        two[0] = 2.0
+        g = polymul(g, two - polymul(p[..., :k], g, k), k)
+    return g
+
+
+def companion_sequence(a: torch.Tensor, init: torch.Tensor, steps: int) -> torch.Tensor:
+    """The states ``x_t = Aᵗ x_0`` of a companion system, packed as one sequence.
+
+    With ``A x = (x_2, ..., x_d, a·x)`` every state is a window of one scalar sequence w:
+    ``x_t = w[t : t + d]``, where ``w[:d] = x_0`` and ``w[t + d] = a · w[t : t + d]``. That
+    order-d linear recurrence is ``w = G / P`` with ``P(z) = 1 - Σ_m a_{d-m} z^m`` and G the
+    first d coefficients of ``P x_0``; the division is a power-series inverse by FFT, so all
+    ``steps`` states cost O((d + steps) log) instead of ``steps`` matrix products.
 
     Args:
-        matrix: (H, d, d). vector: (H, d). length: number of powers ℓ.
+        a: (..., d) last rows. init: (..., d) initial states x_0 (broadcast against a).
+        steps: number of states after x_0.
 
     Returns:
-        (H, ℓ, d).
+        w (..., d + steps); ``w.unfold(-1, d, 1)[..., t, :]`` is ``x_t``.
     """
-    powers = vector.unsqueeze(1)
-    square = matrix
-    while powers.shape[1] < length:
-        powers = torch.cat([powers, powers @ square.mT], dim=1)
-        if powers.shape[1] < length:
-            square = square @ square
-    return powers[:, :length]
+    d = a.shape[-1]
+    p = torch.cat([torch.ones_like(a[..., :1]), -a.flip(-1)], dim=-1)
+    numerator = polymul(p, init, d)
+    return polymul(numerator, series_inverse(p, d + steps), d + steps)
+
+
+def _correlate(w: torch.Tensor, c: torch.Tensor, n: int) -> torch.Tensor:
+    """``out[..., t] = c · w[..., t : t + d]`` for t < n: a readout ``cᵀ x_t`` of every state."""
+    return torch.einsum("...td,...d->...t", w.unfold(-1, c.shape[-1], 1)[..., :n, :], c)
 
 
 def companion(a: torch.Tensor) -> torch.Tensor:
@@ -75,8 +105,8 @@ class CompanionSSM(nn.Module):
 
     def kernel(self, length: int) -> torch.Tensor:
         """k (H, length) with ``k_i = cᵀ Aⁱ b``."""
-        powers = krylov(companion(_l1_bounded(self.a)), self.b, length)
-        return torch.einsum("hld,hd->hl", powers, self.c)
+        w = companion_sequence(_l1_bounded(self.a), self.b, length - 1)
+        return _correlate(w, self.c, length)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         k = self.kernel(u.shape[1])
@@ -157,13 +187,14 @@ class ClosedLoopSSM(nn.Module):
         gain = closed_row - a
         e_last = torch.zeros_like(a)
         e_last[:, -1] = 1.0
-        powers = krylov(companion(a), e_last, length)  # (H, L, d): A^i b
+        w = companion_sequence(a, e_last, length - 1)  # windows: A^t b, t < L
         ut = u.transpose(1, 2)  # (B, H, L)
-        y_lag = _fft_conv(ut, torch.einsum("hld,hd->hl", powers, self.c))
-        u_next = _fft_conv(ut, torch.einsum("hld,hd->hl", powers, gain))
+        y_lag = _fft_conv(ut, _correlate(w, self.c, length))
+        u_next = _fft_conv(ut, _correlate(w, gain, length))
+        powers = w.unfold(-1, a.shape[-1], 1)[:, :length]  # (H, L, d)
         state = torch.einsum("bhl,hld->bhd", ut.flip(-1), powers)  # x_n
-        readout = krylov(companion(closed_row).mT, self.c, horizon + 1)[:, 1:]  # cᵀ M^{h+1}
-        y_future = torch.einsum("bhd,htd->bth", state, readout)
+        future = companion_sequence(closed_row, state, horizon)  # (B, H, d + horizon)
+        y_future = _correlate(future, self.c, horizon + 1)[..., 1:].transpose(1, 2)
         return y_lag.transpose(1, 2), y_future, u_next.transpose(1, 2)
 
 
