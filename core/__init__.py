@@ -19,6 +19,7 @@ from ssmkit.core.s4d import S4D, S4DState
 from ssmkit.core.s5 import S5, S5State
 from ssmkit.core.ss2d import SS2D
 from ssmkit.core.state import ConvSSMState, SSMState, StackState
+from ssmkit.core.tri_mamba import TriOrientedMamba
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model", "require"]
 __all__ += [
@@ -34,4 +35,4 @@ __all__ += [
     "StackState",
     "param_groups",
 ]
-__all__ += ["ConvS5", "S4D", "S4DState", "S5", "S5State", "SS2D"]
+__all__ += ["ConvS5", "S4D", "S4DState", "S5", "S5State", "SS2D", "TriOrientedMamba"]
