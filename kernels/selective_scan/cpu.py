@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ssmkit.kernels.selective_scan.common import scan_with_core
+from ssmkit.kernels.selective_scan.native import NativeSelectiveScan, native_library
 
 # Elements of one (T, b, E, N) chunk buffer: a few of them should sit in L2 together.
 _CHUNK_ELEMENTS = 1 << 17
@@ -210,6 +211,8 @@ def _core(
     h0: torch.Tensor | None,
     keep: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if u.dtype == torch.float32 and native_library() is not None:
+        return NativeSelectiveScan.apply(u, dt, A, B, C, h0, keep)
     return _SelectiveScanCore.apply(u, dt, A, B, C, h0, keep)
 
 

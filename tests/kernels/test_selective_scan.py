@@ -5,6 +5,8 @@ errors."""
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 from collections.abc import Callable
 
 import pytest
@@ -17,11 +19,27 @@ GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_stat
 TOLERANCES = {torch.float32: (5e-3, 1e-2), torch.bfloat16: (1e-2, 3e-2)}
 
 
+# the cpu backend with its native C kernel disabled, i.e. its vectorised torch path
+CPU_TORCH = "cpu-torch"
+
+
 def _backends() -> list:
     triton_mark = pytest.mark.skipif(
         not _dispatch.triton_available(), reason="triton is not installed"
     )
-    return ["cpu", pytest.param("triton", marks=[triton_mark, pytest.mark.triton])]
+    return ["cpu", CPU_TORCH, pytest.param("triton", marks=[triton_mark, pytest.mark.triton])]
+
+
+def _name(backend: str) -> str:
+    return "cpu" if backend == CPU_TORCH else backend
+
+
+@pytest.fixture(autouse=True)
+def _cpu_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == CPU_TORCH:
+        cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
+        monkeypatch.setattr(cpu, "native_library", lambda: None)
 
 
 def make_inputs(
@@ -70,7 +88,7 @@ def run(
         True,
         True,
         initial_state=inputs["initial_state"],
-        backend=backend,
+        backend=_name(backend),
         **kwargs,
     )
     generator = torch.Generator().manual_seed(1)
@@ -142,7 +160,7 @@ def test_fast_backends_write_every_buffer(
     check_against_reference(assert_close, inputs, backend, resets=resets_at(1, 21, 7))
 
 
-@pytest.mark.parametrize("backend", ["ref", "cpu"])
+@pytest.mark.parametrize("backend", ["ref", "cpu", CPU_TORCH])
 def test_reset_equals_running_segments_separately(backend: str) -> None:
     inputs = make_inputs(2, 4, 3, 30, groups=None)
     u, delta, A, B, C = (inputs[n].detach() for n in ("u", "delta", "A", "B", "C"))
@@ -151,7 +169,7 @@ def test_reset_equals_running_segments_separately(backend: str) -> None:
     def scan(lo: int, hi: int, **kw: object) -> tuple[torch.Tensor, torch.Tensor]:
         return selective_scan(
             u[..., lo:hi], delta[..., lo:hi], A, B[..., lo:hi], C[..., lo:hi],
-            delta_softplus=True, return_last_state=True, backend=backend, **kw,
+            delta_softplus=True, return_last_state=True, backend=_name(backend), **kw,
         )  # fmt: skip
 
     y, last = scan(0, 30, initial_state=h0, resets=resets_at(2, 30, 12))
@@ -177,10 +195,11 @@ def test_reverse_is_the_flipped_forward_scan() -> None:
     torch.testing.assert_close(y, flipped.flip(-1))
 
 
-@pytest.mark.parametrize("backend", ["ref", "cpu"])
+@pytest.mark.parametrize("backend", ["ref", "cpu", CPU_TORCH])
 def test_grouped_with_equal_groups_equals_shared(backend: str) -> None:
     inputs = {k: v.detach() for k, v in make_inputs(2, 6, 4, 19, groups=None).items()}
     u, delta, A, B, C = (inputs[n] for n in ("u", "delta", "A", "B", "C"))
+    backend = _name(backend)
     shared = selective_scan(u, delta, A, B, C, backend=backend)
     grouped = selective_scan(
         u, delta, A, B[:, None].expand(2, 3, 4, 19), C[:, None].expand(2, 3, 4, 19),
@@ -278,3 +297,27 @@ def test_unavailable_triton_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         selective_scan(*args, backend="triton")
+
+
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None,
+    reason="no C compiler: the cpu backend then runs its torch path (tested as cpu-torch)",
+)
+def test_native_kernel_builds_and_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    native = importlib.import_module("ssmkit.kernels.selective_scan.native")
+    assert native.native_library() is not None
+    calls = []
+    real = native.NativeSelectiveScan.apply
+
+    def spy(*a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(1)
+        return real(*a)
+
+    cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
+    monkeypatch.setattr(cpu.NativeSelectiveScan, "apply", spy)
+    x = {k: v.detach() for k, v in make_inputs(1, 4, 3, 6, groups=None).items()}
+    selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="cpu")
+    assert calls == [1]
+    # float64 runs the torch path (the native kernel is fp32 only)
+    selective_scan(*(x[n].double() for n in ("u", "delta", "A", "B", "C")), backend="cpu")
+    assert calls == [1]

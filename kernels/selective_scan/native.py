@@ -1,0 +1,325 @@
+"""Selective scan, native CPU loop: a small C kernel compiled on first use, called via ctypes.
+
+Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023),
+https://arxiv.org/abs/2312.00752. Same core as ``cpu.py``'s torch path (the fp32 recurrence
+with groups folded in and resets as a keep mask), fused into one pass over memory:
+
+- forward, per channel: ``h[n] = exp(dt A[n]) h[n] + dt u B[n]``, ``y = sum_n C[n] h[n]``, with
+  the state saved every CHUNK steps;
+- backward, per channel, chunks in reverse: recompute the chunk's decays and states from the
+  saved state into a (2 CHUNK + 1, N) scratch, then run the adjoint ``g = carry + dy C``,
+  ``carry = dA g`` backwards, accumulating every gradient in the same loop.
+
+The N loop is the SIMD loop (``#pragma omp simd``, with a vectorisable exp: Cody-Waite range
+reduction and a degree-6 polynomial, ~1 ulp). Channels are split over ``torch.get_num_threads()``
+Python threads (ctypes releases the GIL); each thread accumulates the shared B/C gradients in its
+own buffer, summed afterwards. Only plain C and a C compiler are needed (no torch headers, no GPU
+toolchain): the build takes about a second and is cached. Without a compiler the torch path runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+CHUNK = 64
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+/* exp(x) = 2^k exp(r), k = round(x / ln2), r = x - k ln2 in [-ln2/2, ln2/2] (Cody-Waite). */
+static inline float fast_exp(float x) {
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float kf = xc * 1.44269504088896341f + 12582912.0f;
+    kf = kf - 12582912.0f;
+    float r = xc - kf * 0.693359375f;
+    r = r + kf * 2.12194440e-4f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)kf + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(float));
+    float out = p * scale;
+    out = x < -87.0f ? 0.0f : out;
+    return x > 88.5f ? INFINITY : out;
+}
+
+/* u, dt, y: (b, E, L); A: (E, N); Bt, Ct: (b, G, L, N); h0, last: (b, E, N); keep: (b, L);
+   chunk_states: (b, E, n_chunks, N). Channels p = b * E + e in [p_begin, p_end). */
+void ss_forward(const float* u, const float* dt, const float* A, const float* Bt,
+                const float* Ct, const float* h0, const float* keep, float* y, float* last,
+                float* chunk_states, int64_t E, int64_t N, int64_t L, int64_t G, int64_t chunk,
+                int64_t p_begin, int64_t p_end) {
+    int64_t per_group = E / G, n_chunks = (L + chunk - 1) / chunk;
+    float* h = (float*)malloc(sizeof(float) * N);
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        int64_t b = p / E, e = p % E, g = e / per_group;
+        const float *up = u + p * L, *dp = dt + p * L, *Ae = A + e * N;
+        const float *Bg = Bt + (b * G + g) * L * N, *Cg = Ct + (b * G + g) * L * N;
+        const float* kb = keep ? keep + b * L : NULL;
+        float *yp = y + p * L, *cs = chunk_states + p * n_chunks * N;
+        if (h0) memcpy(h, h0 + p * N, sizeof(float) * N);
+        else memset(h, 0, sizeof(float) * N);
+        for (int64_t t = 0; t < L; ++t) {
+            if (t % chunk == 0) memcpy(cs + (t / chunk) * N, h, sizeof(float) * N);
+            const float d = dp[t], x = d * up[t], k = kb ? kb[t] : 1.0f;
+            const float *Bp = Bg + t * N, *Cp = Cg + t * N;
+            float acc = 0.0f;
+            #pragma omp simd reduction(+:acc)
+            for (int64_t n = 0; n < N; ++n) {
+                float hn = k * fast_exp(d * Ae[n]) * h[n] + x * Bp[n];
+                h[n] = hn;
+                acc += Cp[n] * hn;
+            }
+            yp[t] = acc;
+        }
+        memcpy(last + p * N, h, sizeof(float) * N);
+    }
+    free(h);
+}
+
+/* Gradients: du, ddt (b, E, L); dA_part, dh0 (b, E, N); dB_part, dC_part (b, G, L, N), private
+   to this call (the caller sums them over calls); dy (b, E, L); dlast (b, E, N). */
+void ss_backward(const float* u, const float* dt, const float* A, const float* Bt,
+                 const float* Ct, const float* keep, const float* chunk_states, const float* dy,
+                 const float* dlast, float* du, float* ddt, float* dA_part, float* dB_part,
+                 float* dC_part, float* dh0, int64_t E, int64_t N, int64_t L, int64_t G,
+                 int64_t chunk, int64_t p_begin, int64_t p_end) {
+    int64_t per_group = E / G, n_chunks = (L + chunk - 1) / chunk;
+    float* work = (float*)malloc(sizeof(float) * N * (2 * chunk + 3));
+    float *hs = work, *as = work + (chunk + 1) * N;
+    float *carry = as + chunk * N, *dA = carry + N;
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        int64_t b = p / E, e = p % E, g = e / per_group;
+        const float *up = u + p * L, *dp = dt + p * L, *dyp = dy + p * L, *Ae = A + e * N;
+        const float *Bg = Bt + (b * G + g) * L * N, *Cg = Ct + (b * G + g) * L * N;
+        float *dBg = dB_part + (b * G + g) * L * N, *dCg = dC_part + (b * G + g) * L * N;
+        const float* kb = keep ? keep + b * L : NULL;
+        float *dup = du + p * L, *ddp = ddt + p * L;
+        memcpy(carry, dlast + p * N, sizeof(float) * N);
+        memset(dA, 0, sizeof(float) * N);
+        for (int64_t c = n_chunks - 1; c >= 0; --c) {
+            int64_t start = c * chunk, stop = start + chunk < L ? start + chunk : L;
+            memcpy(hs, chunk_states + (p * n_chunks + c) * N, sizeof(float) * N);
+            for (int64_t i = 0; i < stop - start; ++i) {
+                int64_t t = start + i;
+                const float d = dp[t], x = d * up[t], k = kb ? kb[t] : 1.0f;
+                const float* Bp = Bg + t * N;
+                float *a = as + i * N, *hprev = hs + i * N, *hnext = hs + (i + 1) * N;
+                #pragma omp simd
+                for (int64_t n = 0; n < N; ++n) {
+                    a[n] = k * fast_exp(d * Ae[n]);
+                    hnext[n] = a[n] * hprev[n] + x * Bp[n];
+                }
+            }
+            for (int64_t i = stop - start - 1; i >= 0; --i) {
+                int64_t t = start + i;
+                const float d = dp[t], uu = up[t], x = d * uu, dyt = dyp[t];
+                const float *Bp = Bg + t * N, *Cp = Cg + t * N;
+                const float *a = as + i * N, *hprev = hs + i * N, *hcur = hs + (i + 1) * N;
+                float *dBp = dBg + t * N, *dCp = dCg + t * N;
+                float s = 0.0f, sa = 0.0f;
+                #pragma omp simd reduction(+:s, sa)
+                for (int64_t n = 0; n < N; ++n) {
+                    float gn = carry[n] + dyt * Cp[n];
+                    dCp[n] += dyt * hcur[n];
+                    dBp[n] += gn * x;
+                    s += gn * Bp[n];
+                    float xn = gn * hprev[n] * a[n];
+                    dA[n] += xn * d;
+                    sa += xn * Ae[n];
+                    carry[n] = a[n] * gn;
+                }
+                ddp[t] = sa + s * uu;
+                dup[t] = s * d;
+            }
+        }
+        memcpy(dh0 + p * N, carry, sizeof(float) * N);
+        memcpy(dA_part + p * N, dA, sizeof(float) * N);
+    }
+    free(work);
+}
+"""
+
+_FLAG_SETS = (
+    ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
+    ["-O3", "-fopenmp-simd", "-fno-math-errno"],
+)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("SSMKIT_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    path = Path(base) / "ssmkit" if base else Path.home() / ".cache" / "ssmkit"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / "ssmkit"
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
+
+
+def _build() -> ctypes.CDLL:
+    compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set CC or install gcc)")
+    folder = _cache_dir()
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(
+            "\0".join([_SOURCE, compiler, platform.machine(), *flags]).encode()
+        ).hexdigest()[:16]
+        target = folder / f"selective_scan_{key}.so"
+        if not target.exists():
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                source = Path(tmp) / "selective_scan.c"
+                source.write_text(_SOURCE)
+                built = Path(tmp) / "selective_scan.so"
+                cmd = [compiler, *flags, "-shared", "-fPIC", "-o", str(built), str(source), "-lm"]
+                result = subprocess.run(cmd, capture_output=True, text=True)
+                if result.returncode != 0:
+                    errors.append(f"{' '.join(cmd)}: {result.stderr.strip()[:500]}")
+                    continue
+                os.replace(built, target)  # atomic: concurrent builders never see half a file
+        library = ctypes.CDLL(str(target))
+        for name in ("ss_forward", "ss_backward"):
+            getattr(library, name).restype = None
+        return library
+    raise RuntimeError("; ".join(errors))
+
+
+@functools.cache
+def native_library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None (with one warning) when it cannot be built.
+
+    ``SSMKIT_NATIVE=0`` disables it (the torch path of ``cpu.py`` then runs).
+    """
+    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
+        return None
+    try:
+        return _build()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(
+            f"selective_scan: could not build the native CPU kernel ({error}); using the slower "
+            "vectorised torch path. Install a C compiler (gcc/clang) to get it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmkit-scan")
+
+
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(None if t is None else t.data_ptr())
+
+
+def _parts(pairs: int) -> list[tuple[int, int]]:
+    workers = max(1, min(torch.get_num_threads(), pairs))
+    bounds = [pairs * i // workers for i in range(workers + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run_parts(function: ctypes._CFuncPtr, parts: list[tuple[int, int]], make_args) -> None:
+    if len(parts) == 1:
+        function(*make_args(0, *parts[0]))
+        return
+    futures = [
+        _pool(len(parts)).submit(function, *make_args(i, lo, hi))
+        for i, (lo, hi) in enumerate(parts)
+    ]
+    for future in futures:
+        future.result()
+
+
+class NativeSelectiveScan(torch.autograd.Function):
+    """Core scan in C: h_t = keep_t exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <C_t, h_t> (fp32)."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        u: torch.Tensor,
+        dt: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        h0: torch.Tensor | None,
+        keep: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # u, dt (b, E, L); A (E, N); B, C (b, G, N, L) -> (b, G, L, N); h0 (b, E, N); keep (b, L)
+        library = native_library()
+        assert library is not None, "NativeSelectiveScan needs native_library()"
+        u, dt, A = u.contiguous(), dt.contiguous(), A.contiguous()
+        Bt, Ct = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
+        h0 = None if h0 is None else h0.contiguous()
+        keep = None if keep is None else keep.contiguous()
+        batch, channels, length = u.shape
+        groups, n_state = B.shape[1], A.shape[1]
+        n_chunks = -(-length // CHUNK)
+        y = torch.empty_like(u)
+        last = torch.empty(batch, channels, n_state)
+        chunk_states = torch.empty(batch, channels, n_chunks, n_state)
+        dims = (channels, n_state, length, groups, CHUNK)
+        pointers = [_ptr(t) for t in (u, dt, A, Bt, Ct, h0, keep, y, last, chunk_states)]
+        _run_parts(
+            library.ss_forward,
+            _parts(batch * channels),
+            lambda i, lo, hi: (*pointers, *map(ctypes.c_int64, (*dims, lo, hi))),
+        )
+        ctx.save_for_backward(u, dt, A, Bt, Ct, keep, chunk_states)
+        ctx.has_h0 = h0 is not None
+        return y, last
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor, dlast: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        library = native_library()
+        u, dt, A, Bt, Ct, keep, chunk_states = ctx.saved_tensors
+        batch, channels, length = u.shape
+        groups, n_state = Bt.shape[1], A.shape[1]
+        dy, dlast = dy.contiguous(), dlast.contiguous()
+        parts = _parts(batch * channels)
+        du, ddt = torch.empty_like(u), torch.empty_like(dt)
+        dA = torch.empty(batch, channels, n_state)
+        dh0 = torch.empty(batch, channels, n_state)
+        dB = torch.zeros(len(parts), *Bt.shape)
+        dC = torch.zeros(len(parts), *Ct.shape)
+        dims = (channels, n_state, length, groups, CHUNK)
+        shared = [_ptr(t) for t in (u, dt, A, Bt, Ct, keep, chunk_states, dy, dlast, du, ddt, dA)]
+        _run_parts(
+            library.ss_backward,
+            parts,
+            lambda i, lo, hi: (
+                *shared,
+                _ptr(dB[i]),
+                _ptr(dC[i]),
+                _ptr(dh0),
+                *map(ctypes.c_int64, (*dims, lo, hi)),
+            ),
+        )
+        dB = dB.sum(0).transpose(-1, -2)
+        dC = dC.sum(0).transpose(-1, -2)
+        return du, ddt, dA.sum(0), dB, dC, dh0 if ctx.has_h0 else None, None
