@@ -114,7 +114,9 @@ class ConvS5(nn.Module):
 
     def _input_conv(self, u: torch.Tensor, b_weight: torch.Tensor) -> torch.Tensor:
         """``B̄ ∗ U``: ``(N, C, H, W)`` -> ``(N, P_s, H, W)`` complex64."""
-        out = F.conv2d(u, b_weight, padding=b_weight.shape[-1] // 2)
+        # complex64 state whatever autocast says (REFERENCES.md §1.11)
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            out = F.conv2d(u.float(), b_weight.float(), padding=b_weight.shape[-1] // 2)
         return torch.complex(out[:, : self.n_modes], out[:, self.n_modes :])
 
     def _readout(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -122,7 +124,8 @@ class ConvS5(nn.Module):
         c = torch.view_as_complex(self.C.float())
         # Re(C̃ ∗ X) = C̃.re ∗ X.re - C̃.im ∗ X.im, one real convolution over 2·P_s channels.
         weight = torch.cat([c.real, -c.imag], dim=1)
-        y = F.conv2d(torch.cat([h.real, h.imag], dim=1), weight, padding=weight.shape[-1] // 2)
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            y = F.conv2d(torch.cat([h.real, h.imag], dim=1), weight, padding=weight.shape[-1] // 2)
         y = 2 * y if self.conj_sym else y
         return y + torch.einsum("hc,nc...->nh...", self.D.float(), u)
 

@@ -92,3 +92,12 @@ def test_bad_input_raises() -> None:
         layer(torch.randn(1, 2, 3, 4, 4), mask=torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="odd"):
         ConvS5(3, 4, 6, kernel_size=2)
+
+
+def test_autocast_keeps_the_state_complex64() -> None:
+    layer = _layer()
+    x = torch.randn(1, 3, 3, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, last = layer(x, return_state=True)
+    assert last.ssm.dtype == torch.complex64 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), layer(x), atol=5e-2, rtol=5e-2)

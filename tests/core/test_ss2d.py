@@ -118,3 +118,12 @@ def test_bad_input_raises() -> None:
         SS2D(8, orders=("h", "zigzag"))
     with pytest.raises(ValueError, match="d_conv must be odd"):
         SS2D(8, d_conv=4)
+
+
+def test_autocast_bf16_is_finite_and_close() -> None:
+    m = SS2D(8, d_state=4)
+    x = torch.randn(2, 5, 5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), m(x), atol=5e-2, rtol=5e-2)
