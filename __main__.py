@@ -10,6 +10,7 @@ import ssmkit
 # Domain verbs: "verb": ("module", "function", "one-line help"). Imported only when used.
 DOMAIN_VERBS: dict[str, tuple[str, str, str]] = {
     "rl": ("ssmkit.rl.cli", "main", "rl train --env ID --world-model s5|mamba|gru ..."),
+    "separate": ("ssmkit.audio.separate", "main", "separate MIX.wav --checkpoint CKPT [...]"),
     "segment": ("ssmkit.bio.segment", "main", "segment IMAGE.nii.gz --checkpoint CKPT [...]"),
 }
 
