@@ -1,0 +1,204 @@
+"""``ssmkit separate mix.wav --checkpoint ckpt [--out-dir DIR]``: separate files with a trained model.
+
+Long files are processed in chunks with overlap-add: consecutive chunks are cross-faded with a
+Hann ramp over the overlap, and each chunk's speakers are re-ordered to match the previous chunk
+on the overlap (the network's output order is arbitrary under PIT). Outputs are
+``<stem>_s1.wav``, ``<stem>_s2.wav``, ... beside the input or in ``--out-dir``; an output never
+replaces the input file.
+
+Checkpoints: a Lightning ``.ckpt`` of :class:`ssmkit.audio.task.SeparationTask`, or a file from
+:func:`save_separator` (``{"model", "model_kwargs", "state_dict", "sample_rate"}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssmkit.audio.io import read_audio, write_audio
+from ssmkit.core import create_model
+
+
+def save_separator(
+    path: str | os.PathLike,
+    model: nn.Module,
+    name: str,
+    model_kwargs: dict[str, Any] | None = None,
+    sample_rate: int = 8000,
+) -> Path:
+    """Write a self-describing checkpoint atomically (temp file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": name,
+        "model_kwargs": dict(model_kwargs or {}),
+        "state_dict": model.state_dict(),
+        "sample_rate": sample_rate,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_separator(
+    path: str | os.PathLike, model: str | None = None, sample_rate: int | None = None
+) -> tuple[nn.Module, int]:
+    """Load a separator from either checkpoint format; returns ``(model in eval mode, rate)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint {str(path)!r} does not exist.")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{str(path)!r} is not a separation checkpoint (expected a Lightning .ckpt of "
+            "SeparationTask or a file written by ssmkit.audio.separate.save_separator)."
+        )
+    if "hyper_parameters" in ckpt:  # Lightning
+        hp = ckpt["hyper_parameters"]
+        name = model or hp.get("model")
+        kwargs = hp.get("model_kwargs") or {}
+        state = {
+            k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+        }
+        rate = sample_rate or ckpt.get("sample_rate") or hp.get("sample_rate")
+    else:
+        name, kwargs = model or ckpt.get("model"), ckpt.get("model_kwargs") or {}
+        state, rate = ckpt["state_dict"], sample_rate or ckpt.get("sample_rate")
+    if not isinstance(name, str):
+        raise ValueError(
+            f"{str(path)!r} does not name its model; pass --model, e.g. --model audio.mamba_tasnet_xs."
+        )
+    if rate is None:
+        raise ValueError(f"{str(path)!r} does not store its sample rate; pass --sample-rate.")
+    net = create_model(name, **kwargs)
+    net.load_state_dict(state)
+    return net.eval(), int(rate)
+
+
+def _best_order(prev: torch.Tensor, cur: torch.Tensor) -> list[int]:
+    """Permutation of ``cur (S, L)`` best correlated with ``prev (S, L)`` on the overlap."""
+    n = cur.shape[0]
+    if n == 1 or prev.shape[-1] == 0:
+        return list(range(n))
+    corr = prev @ cur.T  # (S, S)
+    perms = list(itertools.permutations(range(n)))
+    scores = [sum(float(corr[i, p[i]]) for i in range(n)) for p in perms]
+    return list(perms[max(range(len(perms)), key=scores.__getitem__)])
+
+
+@torch.no_grad()
+def separate_waveform(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    wav: torch.Tensor,
+    chunk: int | None = None,
+    overlap: int = 0,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> torch.Tensor:
+    """Separate ``wav (T,)`` into ``(n_src, T)``, in chunks of ``chunk`` samples if given.
+
+    Args:
+        model: ``(1, T) -> (1, n_src, T)``.
+        wav: mono waveform.
+        chunk: samples per chunk (``None`` or ``>= T``: one pass).
+        overlap: samples shared by consecutive chunks (cross-faded), ``< chunk``.
+        progress: wraps the chunk iterator (e.g. ``tqdm``).
+    """
+    length = wav.shape[-1]
+    if chunk is None or chunk >= length:
+        return model(wav[None])[0]
+    if not 0 <= overlap < chunk:
+        raise ValueError(f"separate_waveform: overlap ({overlap}) must be in [0, chunk={chunk}).")
+    hop = chunk - overlap
+    starts = list(range(0, max(length - overlap, 1), hop))
+    out: torch.Tensor | None = None
+    fade_in = (
+        torch.hann_window(2 * overlap + 2, periodic=False)[1 : overlap + 1] if overlap else None
+    )
+    for start in progress(starts) if progress else starts:
+        piece = model(wav[None, start : start + chunk])[0]  # (S, l)
+        if out is None:
+            out = wav.new_zeros(piece.shape[0], length)
+            out[:, : piece.shape[-1]] = piece
+            continue
+        shared = min(overlap, piece.shape[-1])
+        order = _best_order(out[:, start : start + shared], piece[:, :shared])
+        piece = piece[order]
+        if shared:
+            ramp = fade_in[:shared] if shared == overlap else torch.linspace(0, 1, shared + 2)[1:-1]
+            region = slice(start, start + shared)
+            out[:, region] = out[:, region] * (1 - ramp) + piece[:, :shared] * ramp
+        out[:, start + shared : start + piece.shape[-1]] = piece[:, shared:]
+    assert out is not None
+    return out
+
+
+def output_paths(inp: Path, out_dir: Path | None, n_src: int) -> list[Path]:
+    """``<out_dir or inp.parent>/<stem>_s{k}.wav``; raises if any equals the input file."""
+    folder = inp.parent if out_dir is None else out_dir
+    paths = [folder / f"{inp.stem}_s{k + 1}.wav" for k in range(n_src)]
+    for p in paths:
+        if p.resolve() == inp.resolve():
+            raise ValueError(
+                f"refusing to overwrite the input {str(inp)!r} with a separated source; "
+                "rename the input or choose another --out-dir."
+            )
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ssmkit separate", description="Separate speakers in mixture files."
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, help="mono mixture .wav file(s)")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--model", help="registry name if the checkpoint does not store it")
+    parser.add_argument("--sample-rate", type=int, help="override the checkpoint's sample rate")
+    parser.add_argument("--out-dir", type=Path, help="default: beside each input")
+    parser.add_argument("--chunk-seconds", type=float, default=10.0, help="0 = whole file")
+    parser.add_argument("--overlap-seconds", type=float, default=1.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        model, rate = load_separator(args.checkpoint, args.model, args.sample_rate)
+        model.to(args.device)
+        progress = None
+        if not args.no_progress:
+            from tqdm.auto import tqdm
+
+            def progress(items: Iterable) -> Iterable:
+                return tqdm(items, desc="chunks", unit="chunk", leave=False)
+
+        for inp in args.inputs:
+            wav, _ = read_audio(inp, rate)
+            chunk = int(args.chunk_seconds * rate) or None
+            overlap = int(args.overlap_seconds * rate) if chunk else 0
+            est = separate_waveform(
+                lambda x: model(x.to(args.device)).float().cpu(), wav, chunk, overlap, progress
+            )
+            for path, src in zip(output_paths(inp, args.out_dir, est.shape[0]), est, strict=True):
+                write_audio(path, src, rate)
+                print(path)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"ssmkit separate: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
