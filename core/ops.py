@@ -1,8 +1,8 @@
 """The scan operators of ``ssmkit.kernels``, re-exported for the domains.
 
 Domains reach the kernels only through this module (an import-linter contract enforces it). Each
-name below forwards to ``ssmkit.kernels.<op>`` and resolves the kernel on first call, so importing
-``ssmkit.core`` never imports a kernel backend (nor triton). Every operator takes a
+name is ``ssmkit.kernels.<op>``'s dispatcher, which imports its backends (and triton) only when
+first called, so importing ``ssmkit.core`` stays light. Every operator takes a
 ``backend="auto"|"ref"|"cpu"|"triton"`` keyword; the signatures and shapes are documented on the
 kernels themselves and in ``INTERFACES.md``:
 
@@ -14,16 +14,24 @@ kernels themselves and in ``INTERFACES.md``:
 - ``diag_scan(a, b, initial_state=None, resets=None, reset_value=None, reverse=False)``:
   ``h_t = a_t * h_{t-1} + b_t`` (real or complex).
 - ``fft_conv(u, k, bidirectional=False)``: long causal / bidirectional convolution.
-- ``cross_scan``, ``cross_merge``, ``cross_scan_3d``, ``cross_merge_3d``, ``scan_permutation``:
-  2-D / 3-D scan orders and their exact adjoints.
+- ``cross_scan``, ``cross_merge``, ``cross_scan_3d``, ``cross_merge_3d``, ``scan_permutation``,
+  ``scan_permutation_3d``: 2-D / 3-D scan orders and their exact adjoints.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-from collections.abc import Callable
-from typing import Any
+from ssmkit.kernels.cross_scan import (
+    cross_merge,
+    cross_merge_3d,
+    cross_scan,
+    cross_scan_3d,
+    scan_permutation,
+    scan_permutation_3d,
+)
+from ssmkit.kernels.diag_scan import diag_scan
+from ssmkit.kernels.fft_conv import fft_conv
+from ssmkit.kernels.selective_scan import selective_scan
+from ssmkit.kernels.ssd_scan import ssd_scan
 
 __all__ = [
     "cross_merge",
@@ -33,38 +41,7 @@ __all__ = [
     "diag_scan",
     "fft_conv",
     "scan_permutation",
+    "scan_permutation_3d",
     "selective_scan",
     "ssd_scan",
 ]
-
-
-@functools.cache
-def _kernel(package: str, name: str) -> Callable[..., Any]:
-    module = importlib.import_module(f"ssmkit.kernels.{package}")
-    op = getattr(module, name, None)
-    if op is None:
-        raise ImportError(
-            f"ssmkit.kernels.{package} does not define {name!r}: this checkout's kernels are "
-            "incomplete. Update ssmkit (or reinstall it with `pip install -e .`)."
-        )
-    return op
-
-
-def _forward(package: str, name: str) -> Callable[..., Any]:
-    def op(*args: Any, **kwargs: Any) -> Any:
-        return _kernel(package, name)(*args, **kwargs)
-
-    op.__name__ = op.__qualname__ = name
-    op.__doc__ = f"``ssmkit.kernels.{package}.{name}`` (see its docstring for shapes)."
-    return op
-
-
-selective_scan = _forward("selective_scan", "selective_scan")
-ssd_scan = _forward("ssd_scan", "ssd_scan")
-diag_scan = _forward("diag_scan", "diag_scan")
-fft_conv = _forward("fft_conv", "fft_conv")
-cross_scan = _forward("cross_scan", "cross_scan")
-cross_merge = _forward("cross_scan", "cross_merge")
-cross_scan_3d = _forward("cross_scan", "cross_scan_3d")
-cross_merge_3d = _forward("cross_scan", "cross_merge_3d")
-scan_permutation = _forward("cross_scan", "scan_permutation")
