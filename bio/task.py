@@ -21,6 +21,11 @@ require("monai", "bio")
 _OPTIMIZERS = ("adamw", "sgd")
 
 
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """A MONAI MetaTensor as a plain tensor (metadata is not needed past the transforms)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
 class SegmentationTask(lightning.LightningModule):
     """Train, validate and predict a segmentation network (U-Mamba, SegMamba, or any MONAI net).
 
@@ -115,16 +120,21 @@ class SegmentationTask(lightning.LightningModule):
         """Logits for a whole (B, C, *S) image of any size by overlapping ``roi_size`` windows."""
         from monai.inferers import sliding_window_inference
 
-        return sliding_window_inference(
-            image, self.roi_size, self.hparams.sw_batch_size, self.net, overlap=self.hparams.overlap
+        logits = sliding_window_inference(
+            _plain(image),
+            self.roi_size,
+            self.hparams.sw_batch_size,
+            self.net,
+            overlap=self.hparams.overlap,
         )
+        return _plain(logits)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         from monai.data import decollate_batch
         from monai.transforms import AsDiscrete
 
         logits = self.sliding_window(batch["image"]).float()
-        label = batch["label"]
+        label = _plain(batch["label"])
         self.log("val_loss", self.loss_fn(logits, label), batch_size=label.shape[0])
         classes = self._classes(logits)
         to_pred, to_label = (
