@@ -1,0 +1,335 @@
+"""Scan benchmark: ssmkit's scan operators against peers in the same run, with a roofline.
+
+One section per operator (``SECTIONS`` below: add ``"op": bench_op`` to append a section). Every
+section reports, per shape and implementation, the median of ``--repeats`` (>= 5) wall times for
+the forward (under ``no_grad``) and forward+backward, and the peak memory of one fwd+bwd call.
+
+Peak memory: each (implementation, shape) runs once more in a fresh subprocess; the number is the
+growth of the process's peak RSS (``ru_maxrss``) over its RSS just before the call, after the
+inputs exist and a tiny warm-up call has loaded every library. It counts everything the call
+touches (autograd buffers, temporaries), which is what decides whether a shape fits.
+
+Roofline: a same-run microbenchmark of the machine measures memory copy bandwidth (GB/s, bytes
+read + written) and exp throughput (Gexp/s, ``torch.exp`` on all threads). For each scan the
+minimal traffic (every input read once, every output written once, fp32) and the number of exps
+give a lower bound ``max(bytes / bandwidth, exps / exp_rate)``; ``roofline`` is that bound divided
+by the measured time (1.0 = at the machine's limit).
+
+    ssmkit bench scan [--quick] [--repeats 5] [--sections selective_scan] [--no-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scan.md"
+
+
+# --------------------------------------------------------------------------- machine and timing
+
+
+@dataclass
+class Machine:
+    copy_gbs: float  # GB/s, bytes read + written by a large tensor copy
+    exp_gps: float  # G exp/s of torch.exp on a large fp32 tensor
+    threads: int
+
+    def describe(self) -> str:
+        return (
+            f"{platform.processor() or platform.machine()}, {self.threads} torch threads: memory "
+            f"copy {self.copy_gbs:.1f} GB/s, exp {self.exp_gps:.2f} Gexp/s (same-run microbenchmark)"
+        )
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time in seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_machine(repeats: int) -> Machine:
+    size = 1 << 25  # 128 MiB of fp32, well beyond the caches
+    src, dst = torch.rand(size), torch.empty(size)
+    copy = median_time(lambda: dst.copy_(src), repeats)
+    exp = median_time(lambda: torch.exp(src, out=dst), repeats)
+    return Machine(2 * 4 * size / copy / 1e9, size / exp / 1e9, torch.get_num_threads())
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def measure_memory_in_subprocess(section: str, case: dict) -> float | None:
+    """Peak memory (MiB) of one fwd+bwd call in a fresh process; None where unsupported/failed."""
+    if not Path("/proc/self/statm").exists():
+        return None
+    cmd = [sys.executable, __file__, "--memory-case", json.dumps({"section": section, **case})]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        print(f"  memory case failed: {case}: {result.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _memory_case(spec: str) -> None:
+    case = json.loads(spec)
+    section = SECTIONS[case.pop("section")]
+    make_call, warm_up = section.memory_call(case)
+    warm_up()
+    before = rss_bytes()
+    make_call()
+    print((peak_rss_bytes() - before) / 2**20)
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+# --------------------------------------------------------------------------- selective_scan
+
+
+def _ss_inputs(batch: int, length: int, channels: int, n_state: int, grad: bool) -> dict:
+    torch.manual_seed(0)
+    x = {
+        "u": torch.randn(batch, channels, length),
+        "delta": torch.rand(batch, channels, length) * 0.1,  # post-softplus-sized steps
+        "A": -torch.rand(channels, n_state) - 0.5,
+        "B": torch.randn(batch, n_state, length),
+        "C": torch.randn(batch, n_state, length),
+        "D": torch.randn(channels),
+    }
+    return {k: v.requires_grad_(grad) for k, v in x.items()}
+
+
+def _ss_impls() -> dict[str, Callable[[dict], Callable[[], torch.Tensor]]]:
+    """name -> (inputs -> zero-argument call returning y)."""
+    from mambapy.mamba import MambaBlock
+
+    from ssmkit.kernels import selective_scan
+
+    def ssmkit(backend: str) -> Callable[[dict], Callable[[], torch.Tensor]]:
+        def bind(x: dict) -> Callable[[], torch.Tensor]:
+            args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"])
+            return lambda: selective_scan(*args, backend=backend)
+
+        return bind
+
+    def mambapy_layout(x: dict) -> tuple:
+        # mambapy works on (B, L, E) / (B, L, N) activations; transposing is part of its cost here
+        # as it would be for a caller holding mamba_ssm-layout tensors
+        return tuple(x[k].transpose(1, 2) for k in ("u", "delta", "B", "C"))
+
+    def mambapy_pscan(x: dict) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            u, delta, B, C = mambapy_layout(x)
+            return MambaBlock.selective_scan(None, u, delta, x["A"], B, C, x["D"])
+
+        return call
+
+    class _Config:  # what MambaBlock.selective_scan_seq reads from self
+        def __init__(self, x: dict) -> None:
+            self.d_inner, self.d_state = x["A"].shape
+
+    class _Self:
+        def __init__(self, x: dict) -> None:
+            self.config = _Config(x)
+
+    def naive_loop(x: dict) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            u, delta, B, C = mambapy_layout(x)
+            return MambaBlock.selective_scan_seq(_Self(x), u, delta, x["A"], B, C, x["D"])
+
+        return call
+
+    return {
+        "ssmkit cpu": ssmkit("cpu"),
+        "ssmkit ref": ssmkit("ref"),
+        "mambapy pscan": mambapy_pscan,
+        "naive loop": naive_loop,
+    }
+
+
+def _ss_cost(batch: int, length: int, channels: int, n_state: int, backward: bool) -> tuple:
+    """(bytes, exps, flops): minimal fp32 traffic, exps and flops of the scan."""
+    bel, bnl = batch * channels * length, batch * n_state * length
+    beln = bel * n_state
+    # forward: read u, delta, B, C, A, D; write y.  backward adds: read dy (+ inputs again), write
+    # du, ddelta, dB, dC (the per-chunk states are negligible).
+    fwd_bytes = 4 * (3 * bel + 2 * bnl + channels * n_state + channels)
+    # forward per (b, e, t, n): dt*A, exp, a*h, dt*u*B (fma), C*h (fma) ~ 6 flops + 1 exp
+    if not backward:
+        return fwd_bytes, beln, 6 * beln
+    bwd_bytes = 4 * (6 * bel + 4 * bnl)
+    # backward recomputes the states (6 flops + 1 exp) and runs the adjoint (~14 flops)
+    return fwd_bytes + bwd_bytes, 2 * beln, 26 * beln
+
+
+# the naive loop's backward indexes x[:, t] under autograd: O(L^2) (REFERENCES.md 1.13.1)
+_SS_SKIP = {("naive loop", "fwd+bwd", 8192): "quadratic backward (O(L^2 E N) zero-fills)"}
+
+
+def bench_selective_scan(args: argparse.Namespace, machine: Machine) -> tuple[str, dict]:
+    shapes = [(2, 1024, 256, 16)] if args.quick else [(2, 1024, 256, 16), (1, 8192, 512, 16)]
+    impls = _ss_impls()
+    lines = [
+        "### selective_scan (Mamba-1)",
+        "",
+        "Inputs u, delta (B, D, L), A (D, N), shared B, C (B, N, L), D skip; fp32. Times in ms "
+        "(median); `x mambapy` = speed-up over mambapy's pscan path; roofline = lower bound "
+        "(max of traffic / copy bandwidth, exps / exp rate) over measured time; peak MiB = growth "
+        "of peak RSS during one fwd+bwd call in a fresh process.",
+        "",
+        "| shape (B, L, D, N) | implementation | fwd ms | fwd+bwd ms | x mambapy fwd | "
+        "x mambapy fwd+bwd | fwd GB/s | fwd GFLOP/s | fwd roofline | fwd+bwd roofline | "
+        "peak MiB fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    headline = {}
+    for shape in shapes:
+        batch, length, channels, n_state = shape
+        times: dict[str, dict[str, float | None]] = {}
+        for name, bind in impls.items():
+            times[name] = {}
+            for mode in ("fwd", "fwd+bwd"):
+                skip = _SS_SKIP.get((name, mode, length))
+                if skip:
+                    times[name][mode] = None
+                    continue
+                x = _ss_inputs(*shape, grad=mode == "fwd+bwd")
+                call = bind(x)
+                if mode == "fwd":
+
+                    def run(call: Callable[[], torch.Tensor] = call) -> None:
+                        with torch.no_grad():
+                            call()
+                else:
+
+                    def run(call: Callable[[], torch.Tensor] = call) -> None:
+                        call().sum().backward()
+
+                times[name][mode] = median_time(run, args.repeats)
+                print(f"  {shape} {name} {mode}: {fmt_ms(times[name][mode])} ms", flush=True)
+        for name in impls:
+            memory = None
+            if not args.no_memory and times[name]["fwd+bwd"] is not None:
+                memory = measure_memory_in_subprocess(
+                    "selective_scan", {"impl": name, "shape": list(shape)}
+                )
+            fwd, fb = times[name]["fwd"], times[name]["fwd+bwd"]
+            peer_fwd, peer_fb = times["mambapy pscan"]["fwd"], times["mambapy pscan"]["fwd+bwd"]
+            f_bytes, f_exps, f_flops = _ss_cost(*shape, backward=False)
+            b_bytes, b_exps, _ = _ss_cost(*shape, backward=True)
+
+            def bound(nbytes: float, exps: float) -> float:
+                return max(nbytes / (machine.copy_gbs * 1e9), exps / (machine.exp_gps * 1e9))
+
+            cells = [
+                f"({batch}, {length}, {channels}, {n_state})",
+                name,
+                fmt_ms(fwd),
+                fmt_ms(fb),
+                f"{peer_fwd / fwd:.1f}x" if fwd and peer_fwd else "n/a",
+                f"{peer_fb / fb:.1f}x" if fb and peer_fb else "n/a",
+                f"{f_bytes / fwd / 1e9:.2f}" if fwd else "n/a",
+                f"{f_flops / fwd / 1e9:.2f}" if fwd else "n/a",
+                f"{bound(f_bytes, f_exps) / fwd:.2f}" if fwd else "n/a",
+                f"{bound(b_bytes, b_exps) / fb:.2f}" if fb else "n/a",
+                "n/a" if memory is None else f"{memory:.0f}",
+            ]
+            if name == "naive loop" and fb is None:
+                cells[3] = "skipped: " + _SS_SKIP[(name, "fwd+bwd", length)]
+            lines.append("| " + " | ".join(cells) + " |")
+            if name == "ssmkit cpu" and shape == shapes[0]:
+                headline = {
+                    "fwd+bwd speed-up": peer_fb / fb if fb and peer_fb else None,
+                    "fwd speed-up": peer_fwd / fwd if fwd and peer_fwd else None,
+                    "memory": memory,
+                }
+    return "\n".join(lines), headline
+
+
+def _ss_memory_call(case: dict) -> tuple[Callable[[], None], Callable[[], None]]:
+    impls = _ss_impls()
+    bind = impls[case["impl"]]
+    x = _ss_inputs(*case["shape"], grad=True)
+    tiny = _ss_inputs(1, 8, 4, case["shape"][3], grad=True)
+    return (lambda: bind(x)().sum().backward()), (lambda: bind(tiny)().sum().backward())
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class Section:
+    run: Callable[[argparse.Namespace, Machine], tuple[str, dict]]
+    # case -> (the fwd+bwd call to measure, a tiny warm-up call), for the memory subprocess
+    memory_call: Callable[[dict], tuple[Callable[[], None], Callable[[], None]]]
+
+
+SECTIONS: dict[str, Section] = {
+    "selective_scan": Section(bench_selective_scan, _ss_memory_call),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="first shape of each section only")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median), >= 5")
+    parser.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--memory-case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_case:
+        _memory_case(args.memory_case)
+        return
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5 (median of at least 5), got {args.repeats}")
+    machine = measure_machine(args.repeats)
+    print(machine.describe(), flush=True)
+    parts = [
+        "# Scan benchmark",
+        "",
+        f"`ssmkit bench scan{' --quick' if args.quick else ''}` on {machine.describe()}; "
+        f"torch {torch.__version__}, median of {args.repeats} repeats. Machine load from other "
+        "processes is not controlled; every ratio compares runs of the same script.",
+        "",
+    ]
+    for name in args.sections:
+        table, headline = SECTIONS[name].run(args, machine)
+        parts += [table, ""]
+        if headline:
+            print(f"{name} headline: {headline}")
+    text = "\n".join(parts)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, args.output)
+
+
+if __name__ == "__main__":
+    main()
