@@ -84,6 +84,18 @@ def test_mask_equals_the_unpadded_sequence(side: str) -> None:
     torch.testing.assert_close(y[:1], layer(x[:1], state=state.index([0])), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_bidirectional_mask_equals_the_unpadded_sequence(side: str) -> None:
+    layer = _layer(bidirectional=True)
+    x = torch.randn(1, 9, 6)
+    real = slice(0, 6) if side == "right" else slice(3, 9)
+    mask = torch.zeros(1, 9, dtype=torch.bool)
+    mask[0, real] = True
+    x_pad = x.masked_fill(~mask[..., None], -7.0)
+    y = layer(x_pad, mask=mask)
+    torch.testing.assert_close(y[:, real], layer(x[:, real]), atol=1e-5, rtol=1e-4)
+
+
 def test_resets_equal_separate_episodes() -> None:
     layer = _layer()
     x = torch.randn(1, 12, 6)
