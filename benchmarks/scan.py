@@ -54,22 +54,37 @@ class Machine:
         )
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time in seconds of ``repeats`` calls after one warm-up call."""
+@dataclass
+class Timing:
+    seconds: float
+    repeated: bool  # False: the warm-up call alone exceeded the budget; seconds is that one call
+
+    def __str__(self) -> str:
+        ms = f"{self.seconds * 1e3:.1f}"
+        return ms if self.repeated else f"{ms} (1 call, over budget)"
+
+
+def median_time(fn: Callable[[], object], repeats: int, budget: float = float("inf")) -> Timing:
+    """Median wall time of ``repeats`` calls after one warm-up call, unless the warm-up call
+    alone takes more than ``budget`` seconds (then that single time, flagged)."""
+    start = time.perf_counter()
     fn()
+    first = time.perf_counter() - start
+    if first > budget:
+        return Timing(first, repeated=False)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return Timing(statistics.median(times), repeated=True)
 
 
 def measure_machine(repeats: int) -> Machine:
     size = 1 << 25  # 128 MiB of fp32, well beyond the caches
     src, dst = torch.rand(size), torch.empty(size)
-    copy = median_time(lambda: dst.copy_(src), repeats)
-    exp = median_time(lambda: torch.exp(src, out=dst), repeats)
+    copy = median_time(lambda: dst.copy_(src), repeats).seconds
+    exp = median_time(lambda: torch.exp(src, out=dst), repeats).seconds
     return Machine(2 * 4 * size / copy / 1e9, size / exp / 1e9, torch.get_num_threads())
 
 
@@ -104,8 +119,8 @@ def _memory_case(spec: str) -> None:
     print((peak_rss_bytes() - before) / 2**20)
 
 
-def fmt_ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1e3:.1f}"
+def fmt_ms(timing: Timing | None) -> str:
+    return "n/a" if timing is None else str(timing)
 
 
 # --------------------------------------------------------------------------- selective_scan
@@ -191,6 +206,10 @@ def _ss_cost(batch: int, length: int, channels: int, n_state: int, backward: boo
 _SS_SKIP = {("naive loop", "fwd+bwd", 8192): "quadratic backward (O(L^2 E N) zero-fills)"}
 
 
+def _seconds(timing: Timing | None) -> float | None:
+    return None if timing is None else timing.seconds
+
+
 def bench_selective_scan(args: argparse.Namespace, machine: Machine) -> tuple[str, dict]:
     shapes = [(2, 1024, 256, 16)] if args.quick else [(2, 1024, 256, 16), (1, 8192, 512, 16)]
     impls = _ss_impls()
@@ -210,13 +229,13 @@ def bench_selective_scan(args: argparse.Namespace, machine: Machine) -> tuple[st
     headline = {}
     for shape in shapes:
         batch, length, channels, n_state = shape
-        times: dict[str, dict[str, float | None]] = {}
+        timings: dict[str, dict[str, Timing | None]] = {}
         for name, bind in impls.items():
-            times[name] = {}
+            timings[name] = {}
             for mode in ("fwd", "fwd+bwd"):
                 skip = _SS_SKIP.get((name, mode, length))
                 if skip:
-                    times[name][mode] = None
+                    timings[name][mode] = None
                     continue
                 x = _ss_inputs(*shape, grad=mode == "fwd+bwd")
                 call = bind(x)
@@ -230,16 +249,17 @@ def bench_selective_scan(args: argparse.Namespace, machine: Machine) -> tuple[st
                     def run(call: Callable[[], torch.Tensor] = call) -> None:
                         call().sum().backward()
 
-                times[name][mode] = median_time(run, args.repeats)
-                print(f"  {shape} {name} {mode}: {fmt_ms(times[name][mode])} ms", flush=True)
+                timings[name][mode] = median_time(run, args.repeats, args.budget)
+                print(f"  {shape} {name} {mode}: {fmt_ms(timings[name][mode])} ms", flush=True)
         for name in impls:
             memory = None
-            if not args.no_memory and times[name]["fwd+bwd"] is not None:
+            timed = timings[name]["fwd+bwd"]
+            if not args.no_memory and timed is not None and timed.repeated:
                 memory = measure_memory_in_subprocess(
                     "selective_scan", {"impl": name, "shape": list(shape)}
                 )
-            fwd, fb = times[name]["fwd"], times[name]["fwd+bwd"]
-            peer_fwd, peer_fb = times["mambapy pscan"]["fwd"], times["mambapy pscan"]["fwd+bwd"]
+            fwd, fb = (_seconds(timings[name][m]) for m in ("fwd", "fwd+bwd"))
+            peer_fwd, peer_fb = (_seconds(timings["mambapy pscan"][m]) for m in ("fwd", "fwd+bwd"))
             f_bytes, f_exps, f_flops = _ss_cost(*shape, backward=False)
             b_bytes, b_exps, _ = _ss_cost(*shape, backward=True)
 
@@ -249,8 +269,8 @@ def bench_selective_scan(args: argparse.Namespace, machine: Machine) -> tuple[st
             cells = [
                 f"({batch}, {length}, {channels}, {n_state})",
                 name,
-                fmt_ms(fwd),
-                fmt_ms(fb),
+                fmt_ms(timings[name]["fwd"]),
+                fmt_ms(timings[name]["fwd+bwd"]),
                 f"{peer_fwd / fwd:.1f}x" if fwd and peer_fwd else "n/a",
                 f"{peer_fb / fb:.1f}x" if fb and peer_fb else "n/a",
                 f"{f_bytes / fwd / 1e9:.2f}" if fwd else "n/a",
@@ -300,6 +320,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median), >= 5")
     parser.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=30.0,
+        help="seconds: a case whose warm-up call takes longer is reported from that one call",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--memory-case", help=argparse.SUPPRESS)
     args = parser.parse_args()
