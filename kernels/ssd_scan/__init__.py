@@ -138,6 +138,8 @@ def ssd_scan(
     which = resolve_backend("ssd_scan", backend, x.device)
     if which == "triton":
         from ssmkit.kernels.ssd_scan.triton import ssd_scan_triton as run
+    elif which == "cpu":
+        from ssmkit.kernels.ssd_scan.cpu import ssd_scan_cpu as run
     else:
         from ssmkit.kernels.ssd_scan.reference import ssd_scan_ref as run
     y, final_states = run(
