@@ -12,6 +12,8 @@ DOMAIN_VERBS: dict[str, tuple[str, str, str]] = {
     "rl": ("ssmkit.rl.cli", "main", "rl train --env ID --world-model s5|mamba|gru ..."),
     "separate": ("ssmkit.audio.separate", "main", "separate MIX.wav --checkpoint CKPT [...]"),
     "segment": ("ssmkit.bio.segment", "main", "segment IMAGE.nii.gz --checkpoint CKPT [...]"),
+    "forecast": ("ssmkit.timeseries.cli", "main", "forecast train|predict --csv FILE.csv [...]"),
+    "demo": ("ssmkit.timeseries.cli", "demo", "S-Mamba vs DLinear on statsmodels' macrodata"),
 }
 
 _HELP = """usage: ssmkit <command> [args...]
