@@ -207,11 +207,11 @@ class SegMamba(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channels, D, H, W) -> logits (B, out_channels, D, H, W)."""
         check_input(x, 3, self.in_channels, self.divisor, type(self).__name__)
-        if self.training and all(s == self.divisor for s in x.shape[2:]):
+        if all(s == self.divisor for s in x.shape[2:]):
             raise ValueError(
                 f"SegMamba: a {tuple(x.shape[2:])} input leaves a single voxel at stride 16, where "
-                "instance norm is undefined in training; train on patches of at least 32 along "
-                "one axis (e.g. 32x16x16) or call model.eval() for inference."
+                "instance norm is undefined; use inputs of at least 32 along one axis (e.g. "
+                "32x16x16)."
             )
         features = [x, *self.encoder(x)]
         skips = [block(f) for block, f in zip(self.skips, features)]

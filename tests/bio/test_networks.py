@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ssmkit.core
 from ssmkit.bio import MambaLayer, SegMamba, UMambaBot, UMambaEnc
 
 TINY = dict(
@@ -14,10 +13,6 @@ TINY = dict(
     n_conv_per_stage=1,
     n_conv_per_stage_decoder=1,
     d_state=4,
-)
-needs_tom = pytest.mark.skipif(
-    not hasattr(ssmkit.core, "TriOrientedMamba"),
-    reason="ssmkit.core.TriOrientedMamba (SegMamba's ToM block, core worker) has not landed",
 )
 
 
@@ -88,7 +83,6 @@ def test_umamba_bad_inputs_raise() -> None:
         UMambaEnc(out_channels=0)
 
 
-@needs_tom
 def test_segmamba_shapes_and_gradients() -> None:
     net = SegMamba(
         in_channels=2,
@@ -98,17 +92,16 @@ def test_segmamba_shapes_and_gradients() -> None:
         hidden_size=16,
         d_state=4,
     )
-    y = net(torch.randn(1, 2, 32, 16, 48))
-    assert y.shape == (1, 3, 32, 16, 48)
+    y = net(torch.randn(1, 2, 32, 16, 16))
+    assert y.shape == (1, 3, 32, 16, 16)
     y.logsumexp(1).sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None]
     assert not missing, missing
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = net.eval()(torch.randn(1, 2, 16, 16, 16) * 30)
+        out = net.eval()(torch.randn(1, 2, 16, 32, 16) * 30)
     assert torch.isfinite(out.float()).all()
 
 
-@needs_tom
 def test_segmamba_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="spatial_dims must be one of \\(3,\\)"):
         SegMamba(spatial_dims=2)

@@ -1,0 +1,326 @@
+"""Segmentation benchmark: U-Mamba Bot/Enc and SegMamba vs MONAI UNet and SwinUNETR, same run.
+
+Two parts, every network built at the same base width ``--width`` (UNet/U-Mamba channels w..16w,
+SegMamba feature sizes w..8w with hidden 16w; SwinUNETR feature_size 24, its smallest standard
+size, or 12 when w < 16):
+
+1. Accuracy at an equal budget: each network trains for the same wall-clock seconds (AdamW 1e-3,
+   DiceCE, random flips, batch 2) on MONAI ``create_test_image_3d`` volumes (several spheres,
+   noise) and on a 2-D set (``create_test_image_2d``), then foreground Dice on held-out cases.
+2. Cost: time per training step (forward + backward + AdamW, batch 1, median of repeats) and peak
+   memory of a training step and of inference at 64^3 and 128^3. On CUDA peak memory is
+   ``torch.cuda.max_memory_allocated``; on CPU it is the peak-RSS growth of a fresh subprocess.
+
+    ssmkit bench segmentation [--quick] [--device cpu|cuda] [--budget 60] [--width 16]
+                              [--sizes 64 128] [--out benchmarks/results/segmentation.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssmkit.bio import SegMamba, UMambaBot, UMambaEnc
+
+RESULTS = Path(__file__).resolve().parent / "results" / "segmentation.md"
+MODELS_3D = ("unet", "swinunetr", "umamba_bot", "umamba_enc", "segmamba")
+MODELS_2D = ("unet", "swinunetr", "umamba_bot", "umamba_enc")
+
+
+def build(name: str, spatial_dims: int, width: int) -> torch.nn.Module:
+    """One of the compared networks, 1 input channel, 2 classes."""
+    from monai.networks.nets import SwinUNETR, UNet
+
+    widths = [width * 2**i for i in range(5)]
+    if name == "unet":
+        return UNet(
+            spatial_dims,
+            1,
+            2,
+            channels=widths,
+            strides=(2, 2, 2, 2),
+            num_res_units=2,
+            norm="instance",
+        )
+    if name == "swinunetr":
+        return SwinUNETR(
+            in_channels=1,
+            out_channels=2,
+            feature_size=24 if width >= 16 else 12,
+            spatial_dims=spatial_dims,
+        )
+    if name in ("umamba_bot", "umamba_enc"):
+        cls = UMambaBot if name == "umamba_bot" else UMambaEnc
+        return cls(spatial_dims, 1, 2, channels=widths, strides=(1, 2, 2, 2, 2))
+    if name == "segmamba":
+        return SegMamba(3, 1, 2, feature_size=widths[:4], hidden_size=widths[4])
+    raise ValueError(f"unknown network {name!r}")
+
+
+def make_set(spatial_dims: int, size: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n synthetic cases (n, 1, *S) images and (n, 1, *S) binary labels."""
+    from monai.data import create_test_image_2d, create_test_image_3d
+
+    state = np.random.RandomState(seed)
+    make = create_test_image_3d if spatial_dims == 3 else create_test_image_2d
+    images, labels = [], []
+    for _ in range(n):
+        image, label = make(
+            *([size] * spatial_dims),
+            num_objs=8,
+            rad_max=max(4, size // 8),
+            rad_min=max(2, size // 20),
+            noise_max=0.5,
+            num_seg_classes=1,
+            random_state=state,
+        )
+        images.append(torch.as_tensor(image, dtype=torch.float32)[None])
+        labels.append(torch.as_tensor(label, dtype=torch.float32)[None])
+    return torch.stack(images), torch.stack(labels)
+
+
+def dice(logits: torch.Tensor, label: torch.Tensor) -> float:
+    """Mean foreground Dice over cases."""
+    pred, truth = logits.argmax(1) == 1, label[:, 0] == 1
+    inter = (pred & truth).flatten(1).sum(1).float()
+    total = (pred.flatten(1).sum(1) + truth.flatten(1).sum(1)).float()
+    return float((2 * inter / total.clamp_min(1)).mean())
+
+
+def train_for_budget(name: str, spatial_dims: int, data: dict, args: argparse.Namespace) -> dict:
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    net = build(name, spatial_dims, args.width).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    images, labels = data["train"]
+    generator = torch.Generator().manual_seed(0)
+    amp = device.type == "cuda"
+    steps, losses, start = 0, [], time.perf_counter()
+    while time.perf_counter() - start < args.budget:
+        idx = torch.randint(len(images), (2,), generator=generator)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        for axis in range(2, 2 + spatial_dims):
+            if torch.rand((), generator=generator) < 0.5:
+                x, y = x.flip(axis), y.flip(axis)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    net.eval()
+    val_images, val_labels = data["val"]
+    scores = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for i in range(len(val_images)):
+            logits = net(val_images[i : i + 1].to(device)).float().cpu()
+            scores.append(dice(logits, val_labels[i : i + 1]))
+    return {
+        "params": sum(p.numel() for p in net.parameters()) / 1e6,
+        "steps": steps,
+        "final_loss": statistics.mean(losses[-10:]) if losses else math.nan,
+        "dice": statistics.mean(scores),
+        "nan": any(not math.isfinite(v) for v in losses),
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure_cost(name: str, size: int, width: int, device: str, repeats: int) -> dict:
+    """Inference and training-step time / peak memory of one network at size^3, batch 1."""
+    torch.manual_seed(0)
+    import monai.networks.nets  # noqa: F401  (its import is not the network's memory)
+
+    dev = torch.device(device)
+    base = _peak_rss_mb()
+    out: dict = {}
+    try:
+        net = build(name, 3, width).to(dev)
+        x = torch.randn(1, 1, size, size, size, device=dev)
+        y = (torch.rand(1, 1, size, size, size, device=dev) > 0.5).float()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        net.eval()
+        with torch.no_grad():
+            net(x)
+        out["infer_mb"] = (
+            torch.cuda.max_memory_allocated() / 2**20
+            if dev.type == "cuda"
+            else _peak_rss_mb() - base
+        )
+        net.train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(net(x), y[:, 0].long())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if i > 0:  # the first step allocates and autotunes
+                times.append(time.perf_counter() - start)
+        out["step_s"] = statistics.median(times)
+        out["train_mb"] = (
+            torch.cuda.max_memory_allocated() / 2**20
+            if dev.type == "cuda"
+            else _peak_rss_mb() - base
+        )
+    except torch.OutOfMemoryError:
+        out["error"] = "OOM"
+    except RuntimeError as error:  # CPU allocation failure
+        out["error"] = f"failed: {str(error).splitlines()[0][:60]}"
+    return out
+
+
+def _cost_in_subprocess(name: str, size: int, width: int, device: str, repeats: int) -> dict:
+    """measure_cost in a fresh interpreter, so that its peak RSS belongs to this cell alone."""
+    command = [
+        sys.executable,
+        __file__,
+        "--cost-cell",
+        name,
+        str(size),
+        str(width),
+        device,
+        str(repeats),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": f"failed (exit {done.returncode})"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small width/sizes/budget for CPU")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--budget", type=float, default=None, help="training seconds per network")
+    parser.add_argument("--width", type=int, default=None, help="base channel width")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="cost cubes, e.g. 64 128"
+    )
+    parser.add_argument("--size3d", type=int, default=None, help="synthetic 3-D volume side")
+    parser.add_argument("--size2d", type=int, default=None, help="synthetic 2-D image side")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per cost cell")
+    parser.add_argument("--models", nargs="+", default=list(MODELS_3D), help="subset of networks")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.budget = args.budget or (20.0 if quick else 60.0)
+    args.width = args.width or (8 if quick else 16)
+    args.sizes = args.sizes or ([64] if quick else [64, 128])
+    args.size3d = args.size3d or (32 if quick else 64)
+    args.size2d = args.size2d or (64 if quick else 128)
+    args.repeats = args.repeats or (2 if quick else 5)
+    if args.device == "cpu":
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    device_name = (
+        torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    )
+
+    lines = [
+        f"# Segmentation benchmark ({args.device}: {device_name}, torch {torch.__version__})",
+        "",
+        f"`ssmkit bench segmentation {' '.join(argv or [])}`: width {args.width}, "
+        f"training budget {args.budget:.0f} s per network, "
+        f"{'bf16 autocast (SSM layers in fp32)' if args.device == 'cuda' else 'fp32'}.",
+        "",
+    ]
+    if not args.skip_accuracy:
+        for dims, size, n_train, n_val, names in (
+            (3, args.size3d, 16, 4, MODELS_3D),
+            (2, args.size2d, 64, 16, MODELS_2D),
+        ):
+            data = {
+                "train": make_set(dims, size, n_train, seed=0),
+                "val": make_set(dims, size, n_val, seed=1),
+            }
+            lines += [
+                f"## Accuracy at an equal {args.budget:.0f} s budget: {dims}-D synthetic "
+                f"{size}^{dims} ({n_train} train / {n_val} held-out cases)",
+                "",
+                "| network | params (M) | steps in budget | final train loss | held-out Dice | NaN |",
+                "|---|---|---|---|---|---|",
+            ]
+            for name in names:
+                if name not in args.models:
+                    continue
+                r = train_for_budget(name, dims, data, args)
+                row = f"| {name} | {r['params']:.2f} | {r['steps']} | {_fmt(r['final_loss'], 3)} | {r['dice']:.3f} | {'yes' if r['nan'] else 'no'} |"
+                print(row, flush=True)
+                lines.append(row)
+            lines.append("")
+    lines += [
+        "## Cost per step, batch 1, 3-D (train = forward + backward + AdamW)",
+        "",
+        "| network | size | train step (s) | train peak (MiB) | inference peak (MiB) |",
+        "|---|---|---|---|---|",
+    ]
+    for size in args.sizes:
+        for name in MODELS_3D:
+            if name not in args.models:
+                continue
+            if args.device == "cuda":
+                r = measure_cost(name, size, args.width, args.device, args.repeats)
+                torch.cuda.empty_cache()
+            else:
+                r = _cost_in_subprocess(name, size, args.width, args.device, args.repeats)
+            if "error" in r:
+                row = f"| {name} | {size}^3 | {r['error']} | - | - |"
+            else:
+                row = f"| {name} | {size}^3 | {r['step_s']:.3f} | {r['train_mb']:.0f} | {r['infer_mb']:.0f} |"
+            print(row, flush=True)
+            lines.append(row)
+    table = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".md.tmp")
+    tmp.write_text(table)
+    tmp.replace(args.out)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--cost-cell"]:
+        cell_name, cell_size, cell_width, cell_device, cell_repeats = sys.argv[2:7]
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        cell = measure_cost(
+            cell_name, int(cell_size), int(cell_width), cell_device, int(cell_repeats)
+        )
+        print(json.dumps(cell))
+    else:
+        main(sys.argv[1:])
