@@ -45,14 +45,15 @@ def ssd_scan_cpu(
     pad = (-length) % Q
     nchunks = (length + pad) // Q
 
-    dt = process_dt(dt, dt_bias, dt_softplus, dt_limit)
+    ftype = torch.float64 if x.dtype == torch.float64 else torch.float32  # float64: gradcheck
+    dt = process_dt(dt.to(ftype), dt_bias, dt_softplus, dt_limit)
     if cu_seqlens is not None:
         seq_idx = cu_seqlens_to_seq_idx(cu_seqlens, length)
     seg = segment_ids(seq_idx) if seq_idx is not None else None
 
-    xf = x.float()
+    xf = x.to(ftype)
     xdt = xf * dt.unsqueeze(-1)
-    Bf, Cf = B.float(), C.float()
+    Bf, Cf = B.to(ftype), C.to(ftype)
     if pad:
         xdt = F.pad(xdt, (0, 0, 0, 0, 0, pad))
         Bf = F.pad(Bf, (0, 0, 0, 0, 0, pad))
@@ -62,16 +63,16 @@ def ssd_scan_cpu(
             seg = torch.cat([seg, seg[:, -1:].expand(bsz, pad)], dim=1)
 
     # (b, c, g, r, Q, p), (b, c, g, Q, n), (b, c, g, r, Q)
-    xdt = xdt.view(bsz, nchunks, Q, ngroups, rep, headdim).permute(0, 1, 3, 4, 2, 5)
-    Bc = Bf.view(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3)
-    Cc = Cf.view(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3)
-    a = (dt * A.float()).view(bsz, nchunks, Q, ngroups, rep).permute(0, 1, 3, 4, 2)
+    xdt = xdt.reshape(bsz, nchunks, Q, ngroups, rep, headdim).permute(0, 1, 3, 4, 2, 5)
+    Bc = Bf.reshape(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3)
+    Cc = Cf.reshape(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3)
+    a = (dt * A.to(ftype)).reshape(bsz, nchunks, Q, ngroups, rep).permute(0, 1, 3, 4, 2)
     a_cum = a.cumsum(dim=-1)
 
     exponent = a_cum.unsqueeze(-1) - a_cum.unsqueeze(-2)  # (b, c, g, r, Q, Q): t, s
     causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
     if seg is not None:
-        segc = seg.view(bsz, nchunks, Q)
+        segc = seg.reshape(bsz, nchunks, Q)
         allowed = causal & (segc.unsqueeze(-1) == segc.unsqueeze(-2))  # (b, c, Q, Q)
         allowed = allowed[:, :, None, None]
         prev_end = torch.cat([segc[:, :1, 0], segc[:, :-1, -1]], dim=1)
@@ -92,9 +93,9 @@ def ssd_scan_cpu(
     chunk_decay = torch.exp(a_cum[..., -1])  # (b, c, g, r)
     if carry_in is not None:
         chunk_decay = chunk_decay * carry_in[..., -1]
-    state = x.new_zeros((bsz, ngroups, rep, headdim, dstate), dtype=torch.float32)
+    state = x.new_zeros((bsz, ngroups, rep, headdim, dstate), dtype=ftype)
     if initial_states is not None:
-        state = initial_states.float().view(bsz, ngroups, rep, headdim, dstate)
+        state = initial_states.to(ftype).reshape(bsz, ngroups, rep, headdim, dstate)
     prev_states = []
     for decay_c, states_c in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
         prev_states.append(state)
@@ -109,10 +110,10 @@ def ssd_scan_cpu(
 
     y = y.permute(0, 1, 4, 2, 3, 5).reshape(bsz, nchunks * Q, nheads, headdim)[:, :length]
     if D is not None:
-        y = y + xf * (D.float().unsqueeze(-1) if D.dim() == 1 else D.float())
+        y = y + xf * (D.to(ftype).unsqueeze(-1) if D.dim() == 1 else D.to(ftype))
     if z is not None:
-        y = y * F.silu(z.float())
-    final = state.view(bsz, nheads, headdim, dstate)
+        y = y * F.silu(z.to(ftype))
+    final = state.reshape(bsz, nheads, headdim, dstate)
     if cu_seqlens is None:
         return y.to(x.dtype), final
 

@@ -51,10 +51,13 @@ def process_dt(
     dt_softplus: bool,
     dt_limit: tuple[float, float],
 ) -> torch.Tensor:
-    """``dt <- clamp(softplus(dt + dt_bias), *dt_limit)`` in fp32 (softplus threshold 20)."""
-    dt = dt.float()
+    """``dt <- clamp(softplus(dt + dt_bias), *dt_limit)`` in fp32 (softplus threshold 20).
+
+    float64 ``dt`` stays float64 (gradcheck); anything else is computed in fp32.
+    """
+    dt = dt.double() if dt.dtype == torch.float64 else dt.float()
     if dt_bias is not None:
-        dt = dt + dt_bias.float()
+        dt = dt + dt_bias.to(dt.dtype)
     if dt_softplus:
         dt = F.softplus(dt)
     if tuple(dt_limit) != (0.0, float("inf")):
@@ -119,15 +122,16 @@ def ssd_scan_ref(
     pad = (-length) % Q
     nchunks = (length + pad) // Q
 
-    dt = process_dt(dt, dt_bias, dt_softplus, dt_limit)
+    ftype = torch.float64 if x.dtype == torch.float64 else torch.float32  # float64: gradcheck
+    dt = process_dt(dt.to(ftype), dt_bias, dt_softplus, dt_limit)
     if cu_seqlens is not None:
         seq_idx = cu_seqlens_to_seq_idx(cu_seqlens, length)
     seg = segment_ids(seq_idx) if seq_idx is not None else None
 
-    xf = x.float()
+    xf = x.to(ftype)
     xdt = xf * dt.unsqueeze(-1)
-    Bh = B.float().repeat_interleave(nheads // ngroups, dim=2)  # (b, l, h, n)
-    Ch = C.float().repeat_interleave(nheads // ngroups, dim=2)
+    Bh = B.to(ftype).repeat_interleave(nheads // ngroups, dim=2)  # (b, l, h, n)
+    Ch = C.to(ftype).repeat_interleave(nheads // ngroups, dim=2)
     if pad:
         xdt = F.pad(xdt, (0, 0, 0, 0, 0, pad))
         Bh = F.pad(Bh, (0, 0, 0, 0, 0, pad))
@@ -140,7 +144,7 @@ def ssd_scan_ref(
     xdt = xdt.reshape(bsz, nchunks, Q, nheads, headdim)
     Bc = Bh.reshape(bsz, nchunks, Q, nheads, dstate)
     Cc = Ch.reshape(bsz, nchunks, Q, nheads, dstate)
-    a = (dt * A.float()).reshape(bsz, nchunks, Q, nheads).permute(0, 3, 1, 2)  # (b, h, c, Q)
+    a = (dt * A.to(ftype)).reshape(bsz, nchunks, Q, nheads).permute(0, 3, 1, 2)  # (b, h, c, Q)
     a_cum = a.cumsum(dim=-1)
     decay = torch.exp(segsum(a))  # (b, h, c, Q, Q): exp(Σ_{r=s+1..t} a_r)
 
@@ -166,9 +170,9 @@ def ssd_scan_ref(
     chunk_decay = torch.exp(a_cum[..., -1]).permute(0, 2, 1)  # (b, c, h)
     if carry_state is not None:
         chunk_decay = chunk_decay * carry_state.unsqueeze(-1)
-    state = x.new_zeros((bsz, nheads, headdim, dstate), dtype=torch.float32)
+    state = x.new_zeros((bsz, nheads, headdim, dstate), dtype=ftype)
     if initial_states is not None:
-        state = initial_states.float()
+        state = initial_states.to(ftype)
     prev_states = []
     for decay_c, states_c in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
         prev_states.append(state)
@@ -183,9 +187,9 @@ def ssd_scan_ref(
 
     y = (y_diag + y_off).reshape(bsz, nchunks * Q, nheads, headdim)[:, :length]
     if D is not None:
-        y = y + xf * (D.float().unsqueeze(-1) if D.dim() == 1 else D.float())
+        y = y + xf * (D.to(ftype).unsqueeze(-1) if D.dim() == 1 else D.to(ftype))
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(ftype))
 
     if cu_seqlens is None:
         return y.to(x.dtype), state
