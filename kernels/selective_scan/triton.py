@@ -63,7 +63,7 @@ def _forward_kernel(
     BLOCK_E: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
+    pid_b = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at long L
     pid_e = tl.program_id(1)
     e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, BLOCK_N)
@@ -124,7 +124,7 @@ def _backward_kernel(
     BLOCK_E: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
+    pid_b = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at long L
     pid_e = tl.program_id(1)
     e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, BLOCK_N)
