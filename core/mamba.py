@@ -12,6 +12,7 @@ shared with :mod:`ssmkit.core.bimamba`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,17 @@ def causal_conv1d(
     return y, new_prefix
 
 
+@torch.compiler.disable
+def _selective_scan(*args: Any, **kwargs: Any) -> Any:
+    """``ops.selective_scan`` kept out of ``torch.compile`` graphs (a graph break, run eagerly).
+
+    The CPU backends drive native code through ctypes and a thread pool and the GPU backend is an
+    ``autograd.Function`` around Triton kernels; Dynamo cannot trace the former and recompiles the
+    latter per shape. Everything around the scan (projections, conv, norms) still compiles.
+    """
+    return ops.selective_scan(*args, **kwargs)
+
+
 def selective_ssm(
     u: torch.Tensor,
     z: torch.Tensor | None,
@@ -153,7 +165,7 @@ def selective_ssm(
         if mask is not None:
             delta = delta * mask[..., None]
         A = -torch.exp(A_log.float())
-        out = ops.selective_scan(
+        out = _selective_scan(
             u,
             delta.transpose(1, 2),
             A,

@@ -9,6 +9,7 @@ the authors' ``mamba_ssm`` ``Mamba2`` module (``in_proj``, ``conv1d``, ``dt_bias
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,13 @@ from ssmkit.core.state import (
 )
 
 __all__ = ["Mamba2"]
+
+
+@torch.compiler.disable
+def _ssd_scan(*args: Any, **kwargs: Any) -> Any:
+    """``ops.ssd_scan`` kept out of ``torch.compile`` graphs (a graph break, run eagerly), like
+    ``ssmkit.core.mamba._selective_scan``."""
+    return ops.ssd_scan(*args, **kwargs)
 
 
 class Mamba2(nn.Module):
@@ -234,7 +242,7 @@ class Mamba2(nn.Module):
             dt = self._dt(dt)
             if mask is not None:
                 dt = dt * mask[..., None]
-            y, final = ops.ssd_scan(
+            y, final = _ssd_scan(
                 xs.reshape(batch, length, self.nheads, self.headdim),
                 dt,
                 -torch.exp(self.A_log.float()),
