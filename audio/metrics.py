@@ -11,6 +11,8 @@ torchmetrics is imported inside the functions (``pip install "ssmkit[audio]"``).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from types import ModuleType
 
 import torch
@@ -39,6 +41,32 @@ def _check_pair(preds: torch.Tensor, target: torch.Tensor, fn: str) -> None:
         )
 
 
+def _pit(
+    metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    preds: torch.Tensor,
+    target: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utterance-level PIT: best mean metric over speaker permutations (speaker-wise search).
+
+    Same result as torchmetrics' ``permutation_invariant_training(mode="speaker-wise")``, whose
+    cached permutation tensors break autograd after a validation run in inference mode.
+
+    Returns:
+        ``best (B,)`` and ``perm (B, S)`` with ``preds[b, perm[b, k]]`` matched to ``target[b, k]``.
+    """
+    n = target.shape[1]
+    b, _, length = target.shape
+    shape = (b, n, n, length)
+    pairwise = metric(
+        preds[:, :, None].expand(shape), target[:, None, :].expand(shape)
+    )  # (B, S, S)
+    perms = torch.tensor(list(itertools.permutations(range(n))), device=preds.device)  # (P, S)
+    targets = torch.arange(n, device=preds.device)
+    scores = pairwise[:, perms, targets].mean(-1)  # (B, P)
+    best, index = scores.max(dim=-1)
+    return best, perms[index]
+
+
 def si_snr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Scale-invariant SNR in dB over the last axis, ``(..., T) -> (...)``."""
     return _functional().scale_invariant_signal_noise_ratio(preds, target)
@@ -60,13 +88,7 @@ def pit_si_snr(
     """
     _check_pair(preds, target, "pit_si_snr")
     tfa = _functional()
-    best, _ = tfa.permutation_invariant_training(
-        preds.float(),
-        target.float(),
-        tfa.scale_invariant_signal_noise_ratio,
-        mode="speaker-wise",
-        eval_func="max",
-    )
+    best, _ = _pit(tfa.scale_invariant_signal_noise_ratio, preds.float(), target.float())
     if clip_db is not None:
         best = best.clamp(max=clip_db)
     return -best.mean()
@@ -76,10 +98,8 @@ def pit_reorder(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``preds (B, n_src, T)`` permuted (per utterance) to best match ``target`` by SI-SNR."""
     _check_pair(preds, target, "pit_reorder")
     tfa = _functional()
-    _, perm = tfa.permutation_invariant_training(
-        preds.float(), target.float(), tfa.scale_invariant_signal_noise_ratio
-    )
-    return tfa.pit_permutate(preds, perm)
+    _, perm = _pit(tfa.scale_invariant_signal_noise_ratio, preds.float(), target.float())
+    return preds.gather(1, perm[..., None].expand_as(preds))
 
 
 def si_snr_improvement(
@@ -98,9 +118,7 @@ def si_snr_improvement(
     _check_pair(preds, target, "si_snr_improvement")
     mixture = _as_mixture(mixture, target, "si_snr_improvement")
     tfa = _functional()
-    best, _ = tfa.permutation_invariant_training(
-        preds.float(), target.float(), tfa.scale_invariant_signal_noise_ratio
-    )
+    best, _ = _pit(tfa.scale_invariant_signal_noise_ratio, preds.float(), target.float())
     base = tfa.scale_invariant_signal_noise_ratio(mixture.float().expand_as(target), target.float())
     return best - base.mean(-1)
 
@@ -113,8 +131,15 @@ def sdr_improvement(
     mixture = _as_mixture(mixture, target, "sdr_improvement")
     tfa = _functional()
     preds64, target64 = preds.double(), target.double()
-    best, _ = tfa.permutation_invariant_training(preds64, target64, tfa.signal_distortion_ratio)
-    base = tfa.signal_distortion_ratio(mixture.double().expand_as(target64), target64)
+    # This torch/MKL build's batched LU solve fails ("Pivots given to lu_solve ...") with more than
+    # one intra-op thread on CPU; BSS-eval SDR is cheap, so solve single-threaded.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best, _ = _pit(tfa.signal_distortion_ratio, preds64, target64)
+        base = tfa.signal_distortion_ratio(mixture.double().expand_as(target64), target64)
+    finally:
+        torch.set_num_threads(threads)
     return (best - base.mean(-1)).float()
 
 

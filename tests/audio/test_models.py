@@ -1,0 +1,77 @@
+"""Separator shapes: any length in, same length out; (B, T) and (B, 1, T); bad input errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ssmkit
+from ssmkit.audio.dpmamba import chunk, overlap_add
+from ssmkit.core.registry import model_entry
+
+NAMES = ["audio.mamba_tasnet_xs", "audio.dpmamba_xs", "audio.spmamba", "audio.conv_tasnet"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("length", [1, 9, 101, 257])
+def test_length_is_preserved(name: str, length: int) -> None:
+    model = ssmkit.create_model(name, **model_entry(name).tiny).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, length))
+        out3 = model(torch.randn(2, 1, length))
+    assert out.shape == (2, 2, length)
+    assert out3.shape == (2, 2, length)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_items_are_independent(name: str) -> None:
+    model = ssmkit.create_model(name, **model_entry(name).tiny).eval()
+    x = torch.randn(3, 150)
+    with torch.no_grad():
+        together = model(x)
+        alone = model(x[1:2])
+    torch.testing.assert_close(together[1:2], alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_shapes_raise(name: str) -> None:
+    model = ssmkit.create_model(name, **model_entry(name).tiny)
+    with pytest.raises(ValueError, match=r"\(B, T\) or \(B, 1, T\)"):
+        model(torch.randn(2, 2, 100))  # stereo
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        model(torch.randn(100))  # no batch axis
+    with pytest.raises(TypeError, match="floating"):
+        model(torch.ones(1, 100, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("name", "millions"),
+    [
+        ("audio.mamba_tasnet_xs", 2.2),
+        ("audio.mamba_tasnet_s", 7.9),
+        ("audio.dpmamba_xs", 2.3),
+        ("audio.dpmamba_s", 8.1),
+        ("audio.spmamba", 6.14),
+    ],
+)
+def test_published_parameter_counts(name: str, millions: float) -> None:
+    model = ssmkit.create_model(name)
+    count = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(count - millions) / millions < 0.03, f"{name}: {count:.2f}M vs {millions}M"
+
+
+@pytest.mark.parametrize("length", [1, 7, 8, 37, 64])
+def test_dual_path_chunking_round_trip(length: int) -> None:
+    x = torch.randn(2, 3, length)
+    chunks, gap = chunk(x, 8)
+    assert chunks.shape[:3] == (2, 3, 8)
+    # every frame is covered by exactly two 50 %-overlapping chunks
+    torch.testing.assert_close(overlap_add(chunks, gap), 2 * x)
+
+
+def test_all_sizes_registered() -> None:
+    names = set(ssmkit.list_models(domain="audio"))
+    for family in ("mamba_tasnet", "dpmamba"):
+        assert {f"audio.{family}_{s}" for s in ("xs", "s", "m", "l")} <= names
+    assert "audio.spmamba" in names
