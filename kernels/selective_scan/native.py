@@ -228,7 +228,8 @@ def native_library() -> ctypes.CDLL | None:
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    # keyed by pid: a forked child (DataLoader worker) inherits the pool but not its threads
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmkit-scan")
 
 
@@ -247,7 +248,7 @@ def _run_parts(function: ctypes._CFuncPtr, parts: list[tuple[int, int]], make_ar
         function(*make_args(0, *parts[0]))
         return
     futures = [
-        _pool(len(parts)).submit(function, *make_args(i, lo, hi))
+        _pool(len(parts), os.getpid()).submit(function, *make_args(i, lo, hi))
         for i, (lo, hi) in enumerate(parts)
     ]
     for future in futures:
