@@ -18,7 +18,7 @@ from ssmkit.kernels import (
 from ssmkit.kernels.cross_scan import ORDERS_2D, ORDERS_3D
 
 BACKENDS = ["ref", "cpu"]
-if False and importlib.util.find_spec("triton") is not None:  # TRITON-PENDING
+if importlib.util.find_spec("triton") is not None:
     BACKENDS.append(pytest.param("triton", marks=pytest.mark.triton))
 
 ORDER_SETS = {
