@@ -8,7 +8,7 @@ import torch
 from ssmkit.vision.layers import resample_pos_embed
 from ssmkit.vision.vim import VisionMamba
 
-TINY = dict(img_size=32, patch_size=8, embed_dim=16, depth=3, d_state=4, num_classes=5)
+TINY = dict(img_size=32, patch_size=8, embed_dim=16, depth=3, d_state=4, num_classes=5, expand=1)
 
 
 def _model(**kwargs) -> VisionMamba:
