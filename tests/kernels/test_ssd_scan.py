@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ssmkit.kernels import ssd_scan
 
 FAST_BACKENDS = ["cpu"]
-if False and importlib.util.find_spec("triton") is not None:  # TRITON-PENDING
+if importlib.util.find_spec("triton") is not None:
     FAST_BACKENDS.append(pytest.param("triton", marks=pytest.mark.triton))
 
 NAMES = ("y", "final", "dx", "ddt", "dA", "dB", "dC", "dD", "dz", "ddt_bias", "dh0")
@@ -87,7 +87,8 @@ def test_reference_equals_recurrence(length, d_hdim):
 def test_backend_matches_reference(backend, length, decay, assert_close):
     if backend == "triton" and (length > 63 or decay != "mid"):
         pytest.skip("the Triton interpreter is slow: long and extreme-decay cases run on ref/cpu")
-    tensors = make(length, decay=decay, bsz=1 if length == 1000 else 2)
+    small = backend == "triton" or length == 1000  # the interpreter runs programs one by one
+    tensors = make(length, decay=decay, bsz=1 if small else 2, heads=2 if small else 4)
     ref = run("ref", tensors, 32)
     fast = run(backend, tensors, 32)
     for name, r, f in zip(NAMES, ref, fast):
@@ -128,8 +129,8 @@ def test_cu_seqlens_equals_per_sequence_loops(backend, assert_close):
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_seq_idx_gradients_match_reference(backend, assert_close):
-    tensors = make(30)
-    seq_idx = torch.tensor([[0] * 5 + [1] * 25, [0] * 29 + [1]])
+    tensors = make(20)
+    seq_idx = torch.tensor([[0] * 5 + [1] * 15, [0] * 19 + [1]])
     ref = run("ref", tensors, 8, seq_idx=seq_idx)
     fast = run(backend, tensors, 8, seq_idx=seq_idx)
     for name, r, f in zip(NAMES, ref, fast):
@@ -157,7 +158,7 @@ def test_long_chunk_large_decay_is_finite():
 
 @pytest.mark.parametrize("backend", ["ref", *FAST_BACKENDS])
 def test_bf16_inputs(backend, assert_close):
-    tensors = make(40)
+    tensors = make(40 if backend != "triton" else 12)
     y = run(backend, tensors, 16, dtype=torch.bfloat16)[0]
     assert y.dtype == torch.bfloat16
     exact = run("ref", [t.to(torch.bfloat16).float() for t in tensors], 16)[0]
@@ -178,7 +179,7 @@ def test_gradcheck_reference_float64():
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_nan_poison(backend, nan_poison, assert_close):
-    tensors = make(37)
+    tensors = make(37 if backend != "triton" else 19, bsz=1)
     ref = run("ref", tensors, 16)
     fast = run(backend, tensors, 16)
     for name, r, f in zip(NAMES, ref, fast):
