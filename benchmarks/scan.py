@@ -304,6 +304,261 @@ def _ss_memory_call(case: dict) -> tuple[Callable[[], None], Callable[[], None]]
     return (lambda: bind(x)().sum().backward()), (lambda: bind(tiny)().sum().backward())
 
 
+# --------------------------------------------------------------------------- ssd_scan
+
+
+def _ssd_inputs(batch: int, length: int, heads: int, headdim: int, n_state: int, grad: bool):
+    torch.manual_seed(0)
+    x = {
+        "x": torch.randn(batch, length, heads, headdim),
+        "dt": torch.rand(batch, length, heads) * 0.1,
+        "A": -torch.rand(heads) * 4 - 1,
+        "B": torch.randn(batch, length, 1, n_state),
+        "C": torch.randn(batch, length, 1, n_state),
+    }
+    return {k: v.requires_grad_(grad and k != "A") for k, v in x.items()}
+
+
+def _ssd_segsum(a: torch.Tensor) -> torch.Tensor:
+    T = a.shape[-1]
+    keep = torch.ones(T, T, dtype=torch.bool).tril(-1)
+    out = a.unsqueeze(-1).expand(*a.shape, T).masked_fill(~keep, 0).cumsum(-2)
+    return out.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+
+
+def _ssd_listing(x, dt, A, B, C, chunk: int):
+    """The SSD paper's minimal listing (Dao & Gu 2024, Listing 1), written out: all four steps
+    as einsums, the inter-chunk recurrence as a second quadratic segsum over chunks."""
+    b, length, h, p = x.shape
+    c = length // chunk
+    xd = (x * dt.unsqueeze(-1)).reshape(b, c, chunk, h, p)
+    Bc = B.expand(b, length, h, B.shape[-1]).reshape(b, c, chunk, h, -1)
+    Cc = C.expand(b, length, h, C.shape[-1]).reshape(b, c, chunk, h, -1)
+    a = (dt * A).reshape(b, c, chunk, h).permute(0, 3, 1, 2)  # (b, h, c, l)
+    a_cum = a.cumsum(-1)
+    L = torch.exp(_ssd_segsum(a))
+    y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", Cc, Bc, L, xd)
+    decay_states = torch.exp(a_cum[..., -1:] - a_cum)
+    states = torch.einsum("bclhn,bhcl,bclhp->bchpn", Bc, decay_states, xd)
+    states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
+    decay_chunk = torch.exp(_ssd_segsum(torch.nn.functional.pad(a_cum[..., -1], (1, 0))))
+    new_states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)
+    states, final = new_states[:, :-1], new_states[:, -1]
+    y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", Cc, states, torch.exp(a_cum))
+    return (y_diag + y_off).reshape(b, length, h, p), final
+
+
+def _ssd_recurrence(x, dt, A, B, C):
+    """One step at a time: h = exp(dt A) h + dt x ⊗ B; y = h C (unbind: linear backward)."""
+    h = x.new_zeros(x.shape[0], x.shape[2], x.shape[3], B.shape[-1])
+    ys = []
+    for x_t, dt_t, B_t, C_t in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
+        h = (
+            torch.exp(dt_t * A)[..., None, None] * h
+            + (dt_t[..., None] * x_t)[..., None] * B_t[:, None, None, 0]
+        )
+        ys.append(torch.einsum("bhpn,bn->bhp", h, C_t[:, 0]))
+    return torch.stack(ys, 1), h
+
+
+def _ssd_impls(chunk: int) -> dict[str, Callable[[dict], Callable[[], torch.Tensor]]]:
+    from ssmkit.kernels import ssd_scan
+
+    def ssmkit(backend: str):
+        def bind(x: dict):
+            args = (x["x"], x["dt"], x["A"], x["B"], x["C"], chunk)
+            return lambda: ssd_scan(*args, backend=backend)
+
+        return bind
+
+    return {
+        "ssmkit cpu": ssmkit("cpu"),
+        "ssmkit ref": ssmkit("ref"),
+        "naive SSD listing": lambda x: (
+            lambda: _ssd_listing(x["x"], x["dt"], x["A"], x["B"], x["C"], chunk)[0]
+        ),
+        "per-step recurrence": lambda x: (
+            lambda: _ssd_recurrence(x["x"], x["dt"], x["A"], x["B"], x["C"])[0]
+        ),
+    }
+
+
+def _ssd_flops(batch: int, length: int, heads: int, headdim: int, n_state: int, chunk: int):
+    """Forward flops of the chunked algorithm: C Bᵀ and its product with dt x (quadratic in the
+    chunk), chunk states and state read-out (linear)."""
+    quad = 2 * batch * length * chunk * (n_state + heads * headdim)
+    return quad + 4 * batch * length * heads * headdim * n_state
+
+
+def _run_modes(impls, make_inputs, shape, args, label, skip=None):
+    timings: dict[str, dict[str, Timing | None]] = {}
+    for name, bind in impls.items():
+        timings[name] = {}
+        for mode in ("fwd", "fwd+bwd"):
+            if skip and skip(name, mode):
+                timings[name][mode] = None
+                continue
+            call = bind(make_inputs(*shape, grad=mode == "fwd+bwd"))
+            if mode == "fwd":
+
+                def run(call=call) -> None:
+                    with torch.no_grad():
+                        call()
+            else:
+
+                def run(call=call) -> None:
+                    call().sum().backward()
+
+            timings[name][mode] = median_time(run, args.repeats, args.budget)
+            print(f"  {label} {shape} {name} {mode}: {fmt_ms(timings[name][mode])} ms", flush=True)
+    return timings
+
+
+def bench_ssd_scan(args: argparse.Namespace, machine: Machine) -> tuple[str, dict]:
+    chunk = 256
+    shapes = [(2, 1024, 8, 64, 64)] if args.quick else [(2, 1024, 8, 64, 64), (1, 4096, 8, 64, 128)]
+    impls = _ssd_impls(chunk)
+    lines = [
+        "### ssd_scan (Mamba-2 SSD)",
+        "",
+        f"x (b, l, h, p), dt (b, l, h), A (h,), one B/C group (b, l, 1, n), chunk {chunk}; fp32. "
+        "`naive SSD listing` = the SSD paper's minimal listing (all-einsum, quadratic segsum over "
+        "chunks too); `per-step recurrence` = h = exp(dt A) h + dt x ⊗ B, y = h C, one step at a "
+        "time (unbind). `x listing` = speed-up over the listing; GFLOP/s counts the chunked "
+        "algorithm's forward flops; peak MiB as above.",
+        "",
+        "| shape (b, l, h, p, n) | implementation | fwd ms | fwd+bwd ms | x listing fwd | "
+        "x listing fwd+bwd | fwd GFLOP/s | peak MiB fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    headline = {}
+    for shape in shapes:
+        timings = _run_modes(impls, _ssd_inputs, shape, args, "ssd_scan")
+        flops = _ssd_flops(*shape, chunk)
+        for name in impls:
+            timed = timings[name]["fwd+bwd"]
+            memory = None
+            if not args.no_memory and timed is not None and timed.repeated:
+                memory = measure_memory_in_subprocess(
+                    "ssd_scan", {"impl": name, "shape": list(shape)}
+                )
+            fwd, fb = (_seconds(timings[name][m]) for m in ("fwd", "fwd+bwd"))
+            peer = [_seconds(timings["naive SSD listing"][m]) for m in ("fwd", "fwd+bwd")]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        str(shape),
+                        name,
+                        fmt_ms(timings[name]["fwd"]),
+                        fmt_ms(timed),
+                        f"{peer[0] / fwd:.1f}x" if fwd and peer[0] else "n/a",
+                        f"{peer[1] / fb:.1f}x" if fb and peer[1] else "n/a",
+                        f"{flops / fwd / 1e9:.1f}" if fwd else "n/a",
+                        "n/a" if memory is None else f"{memory:.0f}",
+                    ]
+                )  # fmt: skip
+                + " |"
+            )
+            if name == "ssmkit cpu" and shape == shapes[0] and fb and peer[1]:
+                headline = {"fwd+bwd speed-up vs listing": peer[1] / fb}
+    return "\n".join(lines), headline
+
+
+def _ssd_memory_call(case: dict):
+    bind = _ssd_impls(256)[case["impl"]]
+    x = _ssd_inputs(*case["shape"], grad=True)
+    tiny = _ssd_inputs(1, 256, 2, 4, 4, grad=True)
+    return (lambda: bind(x)().sum().backward()), (lambda: bind(tiny)().sum().backward())
+
+
+# --------------------------------------------------------------------------- diag_scan
+
+
+def _diag_inputs(batch: int, length: int, width: int, grad: bool) -> dict:
+    torch.manual_seed(0)
+    x = {
+        "a": torch.rand(batch, length, width, 1) * 0.5 + 0.49,
+        "b": torch.randn(batch, length, width, 1),
+    }
+    return {k: v.requires_grad_(grad) for k, v in x.items()}
+
+
+def _diag_impls() -> dict[str, Callable[[dict], Callable[[], torch.Tensor]]]:
+    from mambapy.pscan import pscan
+
+    from ssmkit.kernels import diag_scan
+
+    def ssmkit(backend: str):
+        return lambda x: lambda: diag_scan(x["a"], x["b"], backend=backend)
+
+    return {
+        "ssmkit cpu": ssmkit("cpu"),
+        "ssmkit ref": ssmkit("ref"),
+        "mambapy pscan": lambda x: lambda: pscan(x["a"], x["b"]),
+    }
+
+
+def bench_diag_scan(args: argparse.Namespace, machine: Machine) -> tuple[str, dict]:
+    # (B, L, S): an S5/LRU-sized state (chunked CPU path) and a wide one (loop path)
+    shapes = [(8, 2048, 64)] if args.quick else [(8, 2048, 64), (2, 2048, 4096)]
+    impls = _diag_impls()
+    lines = [
+        "### diag_scan (h_t = a_t h_{t-1} + b_t)",
+        "",
+        "a, b (B, L, S) real fp32 (run as (B, L, S, 1) for mambapy's pscan, a Blelloch scan). "
+        "GB/s = minimal traffic (fwd: read a, b, write h; bwd adds read dh, a, h, write da, db) "
+        "over time; roofline = that traffic at the machine's copy bandwidth over measured time.",
+        "",
+        "| shape (B, L, S) | implementation | fwd ms | fwd+bwd ms | x pscan fwd | "
+        "x pscan fwd+bwd | fwd GB/s | fwd roofline | fwd+bwd roofline | peak MiB fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    headline = {}
+    for shape in shapes:
+        timings = _run_modes(impls, _diag_inputs, shape, args, "diag_scan")
+        elems = shape[0] * shape[1] * shape[2]
+        f_bytes, b_bytes = 12 * elems, 32 * elems
+        for name in impls:
+            timed = timings[name]["fwd+bwd"]
+            memory = None
+            if not args.no_memory and timed is not None and timed.repeated:
+                memory = measure_memory_in_subprocess(
+                    "diag_scan", {"impl": name, "shape": list(shape)}
+                )
+            fwd, fb = (_seconds(timings[name][m]) for m in ("fwd", "fwd+bwd"))
+            peer = [_seconds(timings["mambapy pscan"][m]) for m in ("fwd", "fwd+bwd")]
+            bw = machine.copy_gbs * 1e9
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        str(shape),
+                        name,
+                        fmt_ms(timings[name]["fwd"]),
+                        fmt_ms(timed),
+                        f"{peer[0] / fwd:.1f}x" if fwd and peer[0] else "n/a",
+                        f"{peer[1] / fb:.1f}x" if fb and peer[1] else "n/a",
+                        f"{f_bytes / fwd / 1e9:.2f}" if fwd else "n/a",
+                        f"{f_bytes / bw / fwd:.2f}" if fwd else "n/a",
+                        f"{b_bytes / bw / fb:.2f}" if fb else "n/a",
+                        "n/a" if memory is None else f"{memory:.0f}",
+                    ]
+                )  # fmt: skip
+                + " |"
+            )
+            if name == "ssmkit cpu" and shape == shapes[0] and fb and peer[1]:
+                headline = {"fwd+bwd speed-up vs pscan": peer[1] / fb}
+    return "\n".join(lines), headline
+
+
+def _diag_memory_call(case: dict):
+    bind = _diag_impls()[case["impl"]]
+    x = _diag_inputs(*case["shape"], grad=True)
+    tiny = _diag_inputs(1, 16, 4, grad=True)
+    return (lambda: bind(x)().sum().backward()), (lambda: bind(tiny)().sum().backward())
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -316,6 +571,8 @@ class Section:
 
 SECTIONS: dict[str, Section] = {
     "selective_scan": Section(bench_selective_scan, _ss_memory_call),
+    "ssd_scan": Section(bench_ssd_scan, _ssd_memory_call),
+    "diag_scan": Section(bench_diag_scan, _diag_memory_call),
 }
 
 
