@@ -11,6 +11,8 @@ Same math as ``reference.py`` (Dao & Gu 2024, SSD), with three changes that matt
   exp, so neither the value nor the gradient can overflow) instead of the masked-cumsum segsum,
   which needs O(Q²) cumsum passes. dt and the cumsums stay fp32, and a chunk of length Q bounds
   the cancellation.
+
+The chunk length is ``min(chunk_size, 64, L)``: chunking changes the cost, not the result.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ssmkit.kernels.ssd_scan.reference import cu_seqlens_to_seq_idx, process_dt, segment_ids
+
+_MAX_CHUNK = 64
 
 
 def ssd_scan_cpu(
@@ -41,7 +45,9 @@ def ssd_scan_cpu(
     bsz, length, nheads, headdim = x.shape
     ngroups, dstate = B.shape[2], B.shape[3]
     rep = nheads // ngroups
-    Q = min(chunk_size, length)  # one short chunk beats padding a short sequence to Q
+    # The result does not depend on the chunk length, only the cost does: the quadratic part grows
+    # with Q, so on CPU chunks of at most 64 win (and one short chunk beats padding to Q).
+    Q = min(chunk_size, _MAX_CHUNK, length)
     pad = (-length) % Q
     nchunks = (length + pad) // Q
 
