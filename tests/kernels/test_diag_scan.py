@@ -180,3 +180,13 @@ def test_bad_inputs():
         diag_scan(a, b, backend="cuda")
     with pytest.raises(ValueError, match="at least 2 dims"):
         diag_scan(torch.rand(5), torch.rand(5))
+
+
+@pytest.mark.parametrize("backend", ["ref", "cpu"])
+def test_non_contiguous_inputs(backend):
+    a, b, h0, z, resets = make(30, shape=(5, 3))
+    a_nc = a.transpose(1, 2).contiguous().transpose(1, 2)
+    b_nc = b.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not a_nc.is_contiguous() and not b_nc.is_contiguous()
+    got = diag_scan(a_nc, b_nc, h0, resets, z, backend=backend)
+    torch.testing.assert_close(got, diag_scan(a, b, h0, resets, z, backend=backend))

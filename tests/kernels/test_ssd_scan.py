@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 
 import pytest
@@ -207,3 +208,30 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="not both"):
         ssd_scan(x[:1], dt[:1], A, B[:1], C[:1], seq_idx=torch.zeros(1, 10, dtype=torch.long),
                  cu_seqlens=torch.tensor([0, 10]))  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["ref", "cpu"])
+def test_non_contiguous_inputs(backend):
+    x, dt, A, B, C, D, z, dt_bias, h0 = make(21)
+    x_nc = x.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    B_nc = B.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    assert not x_nc.is_contiguous() and not B_nc.is_contiguous()
+    kw = dict(D=D, z=z, dt_bias=dt_bias, initial_states=h0, dt_softplus=True, backend=backend)
+    torch.testing.assert_close(
+        ssd_scan(x_nc, dt, A, B_nc, C, 8, **kw), ssd_scan(x, dt, A, B, C, 8, **kw)
+    )
+
+
+def test_auto_dispatch_uses_the_cpu_backend_and_env_override(monkeypatch):
+    # ``ssmkit.kernels.ssd_scan`` is the function (it shadows the subpackage attribute)
+    cpu_module = importlib.import_module("ssmkit.kernels.ssd_scan.cpu")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("cpu backend called")
+
+    monkeypatch.setattr(cpu_module, "ssd_scan_cpu", boom)
+    x, dt, A, B, C, *_ = make(4)
+    with pytest.raises(RuntimeError, match="cpu backend called"):
+        ssd_scan(x, dt, A, B, C)
+    monkeypatch.setenv("SSMKIT_BACKEND", "ref")
+    assert ssd_scan(x, dt, A, B, C).shape == x.shape
