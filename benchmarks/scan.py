@@ -4,10 +4,11 @@ One section per operator (``SECTIONS`` below: add ``"op": bench_op`` to append a
 section reports, per shape and implementation, the median of ``--repeats`` (>= 5) wall times for
 the forward (under ``no_grad``) and forward+backward, and the peak memory of one fwd+bwd call.
 
-Peak memory: each (implementation, shape) runs once more in a fresh subprocess; the number is the
-growth of the process's peak RSS (``ru_maxrss``) over its RSS just before the call, after the
-inputs exist and a tiny warm-up call has loaded every library. It counts everything the call
-touches (autograd buffers, temporaries), which is what decides whether a shape fits.
+Peak memory: each (implementation, shape) runs once more in a fresh subprocess. After the inputs
+exist and a tiny warm-up call has loaded every library, the kernel's peak-RSS counter is reset
+(``echo 5 > /proc/self/clear_refs``); the number is the peak RSS (``VmHWM``) during one fwd+bwd
+call minus the RSS just before it. It counts everything the call touches (autograd buffers,
+temporaries, allocator slack), which is what decides whether a shape fits. Linux only.
 
 Roofline: a same-run microbenchmark of the machine measures memory copy bandwidth (GB/s, bytes
 read + written) and exp throughput (Gexp/s, ``torch.exp`` on all threads). For each scan the
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -88,18 +88,17 @@ def measure_machine(repeats: int) -> Machine:
     return Machine(2 * 4 * size / copy / 1e9, size / exp / 1e9, torch.get_num_threads())
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
 def measure_memory_in_subprocess(section: str, case: dict) -> float | None:
     """Peak memory (MiB) of one fwd+bwd call in a fresh process; None where unsupported/failed."""
-    if not Path("/proc/self/statm").exists():
+    if not Path("/proc/self/clear_refs").exists():
         return None
     cmd = [sys.executable, __file__, "--memory-case", json.dumps({"section": section, **case})]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
@@ -114,9 +113,11 @@ def _memory_case(spec: str) -> None:
     section = SECTIONS[case.pop("section")]
     make_call, warm_up = section.memory_call(case)
     warm_up()
-    before = rss_bytes()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
+    before = _status_mib("VmRSS:")
     make_call()
-    print((peak_rss_bytes() - before) / 2**20)
+    print(_status_mib("VmHWM:") - before)
 
 
 def fmt_ms(timing: Timing | None) -> str:
@@ -258,8 +259,7 @@ def bench_selective_scan(args: argparse.Namespace, machine: Machine) -> tuple[st
                 print(f"  {shape} {name} {mode}: {fmt_ms(timings[name][mode])} ms", flush=True)
         for name in impls:
             memory = None
-            timed = timings[name]["fwd+bwd"]
-            if not args.no_memory and timed is not None and timed.repeated:
+            if not args.no_memory and timings[name]["fwd+bwd"] is not None:
                 memory = measure_memory_in_subprocess(
                     "selective_scan", {"impl": name, "shape": list(shape)}
                 )
@@ -598,25 +598,50 @@ def main() -> None:
         parser.error(f"--repeats must be >= 5 (median of at least 5), got {args.repeats}")
     machine = measure_machine(args.repeats)
     print(machine.describe(), flush=True)
-    parts = [
-        "# Scan benchmark",
-        "",
-        f"`ssmkit bench scan{' --quick' if args.quick else ''}` on {machine.describe()}; "
-        f"torch {torch.__version__}, median of {args.repeats} repeats. Machine load from other "
-        "processes is not controlled; every ratio compares runs of the same script.",
-        "",
-    ]
+    # Sections not run now keep their block from the existing file (each block says how and when
+    # it was measured), so a section can be re-run alone.
+    blocks = _read_blocks(args.output)
     for name in args.sections:
+        load = os.getloadavg()[0]
         table, headline = SECTIONS[name].run(args, machine)
-        parts += [table, ""]
+        run_line = (
+            f"Run: `ssmkit bench scan --sections {name}{' --quick' if args.quick else ''}`, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, on {machine.describe()}; "
+            f"torch {torch.__version__}, median of {args.repeats} repeats. Load from other "
+            f"processes is not controlled (1-min load average {load:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end); every ratio compares runs of this section."
+        )
+        blocks[name] = f"{table}\n\n{run_line}\n"
         if headline:
             print(f"{name} headline: {headline}")
+    parts = ["# Scan benchmark", ""]
+    for name in [*SECTIONS, *(n for n in blocks if n not in SECTIONS)]:
+        if name in blocks:
+            parts += [f"{_MARKER}{name} -->", blocks[name].rstrip("\n"), ""]
     text = "\n".join(parts)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, args.output)
+
+
+_MARKER = "<!-- section: "
+
+
+def _read_blocks(path: Path) -> dict[str, str]:
+    """The per-section blocks of an existing results file (empty if none or unmarked)."""
+    if not path.exists():
+        return {}
+    blocks: dict[str, str] = {}
+    name = None
+    for line in path.read_text().splitlines():
+        if line.startswith(_MARKER):
+            name = line[len(_MARKER) :].removesuffix(" -->").strip()
+            blocks[name] = ""
+        elif name is not None:
+            blocks[name] += line + "\n"
+    return blocks
 
 
 if __name__ == "__main__":
