@@ -224,6 +224,13 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def linspace(start: float, end: float, steps: int) -> list[float]:
+    """Python ``linspace`` (drop-path schedules; works while building on the meta device)."""
+    if steps <= 1:
+        return [float(start)] * max(steps, 0)
+    return [start + (end - start) * i / (steps - 1) for i in range(steps)]
+
+
 def init_linear_trunc_normal(module: nn.Module, std: float = 0.02) -> None:
     """Initialise ``nn.Linear`` weights ``trunc_normal(std)`` and biases 0 (ViT/DeiT convention)."""
     if isinstance(module, nn.Linear):

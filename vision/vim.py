@@ -32,6 +32,7 @@ from ssmkit.vision.layers import (
     DropPath,
     PatchEmbed,
     init_linear_trunc_normal,
+    linspace,
     no_weight_decay_names,
     resample_pos_embed,
     take_indices,
@@ -113,7 +114,7 @@ class VisionMamba(nn.Module):
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
         # Vim: block i applies drop path to its *incoming* hidden state: rates [0] + linspace[:-1].
-        rates = [0.0] + torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [0.0] + linspace(0.0, drop_path_rate, depth)
         self.layers = nn.ModuleList(
             ResidualBlock(
                 embed_dim,

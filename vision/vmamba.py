@@ -28,6 +28,7 @@ from ssmkit.vision.layers import (
     DropPath,
     Mlp,
     init_linear_trunc_normal,
+    linspace,
     no_weight_decay_names,
     take_indices,
 )
@@ -186,7 +187,7 @@ class VMamba(nn.Module):
         self.img_size = img_size
         self.num_features = self.head_hidden_size = dims[-1]
         self.stem = Stem(in_chans, dims[0])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = linspace(0.0, drop_path_rate, sum(depths))
         stages = []
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
