@@ -293,7 +293,7 @@ def demo(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="ssmkit demo", description=demo.__doc__)
     parser.add_argument("--out-dir", default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args(argv)
     run_demo(Path(args.out_dir), epochs=args.epochs)
     return 0

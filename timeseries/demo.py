@@ -41,7 +41,7 @@ def macrodata_csv(path: Path) -> Path:
     return path
 
 
-def run_demo(out_dir: Path, epochs: int = 40) -> dict[str, dict[str, float]]:
+def run_demo(out_dir: Path, epochs: int = 20) -> dict[str, dict[str, float]]:
     """Train both models, print a comparison, write ``out_dir/demo_forecast.png``."""
     import torch
 
@@ -62,7 +62,7 @@ def run_demo(out_dir: Path, epochs: int = 40) -> dict[str, dict[str, float]]:
         epochs=epochs,
         batch_size=16,
         lr_decay=0.95,
-        patience=8,
+        patience=5,
         progress=False,
     )
     results, forecasts = {}, {}
