@@ -24,7 +24,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_agents(
-    models: list[str], lengths: list[int], steps: int, seed: int
+    models: list[str],
+    lengths: list[int],
+    steps: int,
+    seed: int,
+    batch_size: int = 16,
+    seq_len: int | None = None,
+    eval_episodes: int = 32,
+    threads: int = 2,
 ) -> tuple[list[str], dict]:
     rows, curves = [], {}
     for length in lengths:
@@ -34,11 +41,15 @@ def run_agents(
                 env_kwargs={"corridor_length": length},
                 total_env_steps=steps,
                 eval_every=max(steps // 8, 8),
+                eval_episodes=eval_episodes,
                 prefill_env_steps=min(1000, steps // 8),
                 updates_per_lockstep=1.0,
-                seq_len=max(32, 4 * (length + 2)),
+                batch_size=batch_size,
+                seq_len=seq_len or max(32, 4 * (length + 2)),
                 seed=seed,
             )
+            torch.manual_seed(seed)
+            torch.set_num_threads(threads)
             start = time.perf_counter()
             history = Trainer(config).run(progress=True)
             wall = time.perf_counter() - start
@@ -87,12 +98,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[3, 8])
     parser.add_argument("--models", nargs="+", default=["s5", "gru", "mlp"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16, help="replay batch (sequences)")
+    parser.add_argument("--seq-len", type=int, default=None, help="replay sequence length")
+    parser.add_argument("--eval-episodes", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--repeats", type=int, default=None, help="throughput repeats")
+    parser.add_argument(
+        "--part", choices=("all", "agents", "throughput"), default="all", help="what to run"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result file (rl<tag>.md)")
     args = parser.parse_args(argv)
     steps = args.steps or (2_000 if args.quick else 24_000)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
-    agent_rows, curves = run_agents(args.models, args.lengths, steps, args.seed)
-    speed_rows = throughput(["s5", "mamba", "gru"], [256, 1024], repeats=2 if args.quick else 5)
+    agent_rows, curves = [], {}
+    if args.part in ("all", "agents"):
+        agent_rows, curves = run_agents(
+            args.models,
+            args.lengths,
+            steps,
+            args.seed,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            eval_episodes=args.eval_episodes,
+            threads=args.threads,
+        )
+    speed_rows = []
+    if args.part in ("all", "throughput"):
+        repeats = args.repeats or (2 if args.quick else 5)
+        speed_rows = throughput(["s5", "mamba", "gru"], [256, 1024], repeats=repeats)
 
     RESULTS.mkdir(exist_ok=True)
     for (model, length), history in curves.items():
@@ -103,9 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         [
             "# RL: SSM world models on memory tasks",
             "",
-            f"`ssmkit bench rl{' --quick' if args.quick else ''}` on a 2-core CPU; same env-step budget and",
-            "hyperparameters for every world model (DreamerAgent, 8 envs, 1 update per 8 env steps,",
-            "batch 16). Eval: mean greedy return of 32 episodes, +1 = always the cued arm, 0 = chance.",
+            f"`ssmkit bench rl {' '.join(argv if argv is not None else __import__('sys').argv[1:])}`",
+            "on a shared 2-core CPU; same env-step budget and hyperparameters for every world model",
+            f"(DreamerAgent, 8 envs, 1 update per 8 env steps, batch {args.batch_size}). Eval: mean",
+            f"greedy return of {args.eval_episodes} episodes, +1 = always the cued arm, 0 = chance.",
             "`final` averages the last two evaluations.",
             "",
             "| task | world model | env steps | final return | best return | wall s |",
@@ -121,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     print(table)
-    (RESULTS / "rl.md").write_text(table)
+    (RESULTS / f"rl{args.tag}.md").write_text(table)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,75 @@ class MemorylessCore(nn.Module):
         return self.net(x), self.init_state(x.shape[0], x.device)
 
 
+def _conv_stages(obs_shape: tuple[int, ...]) -> int:
+    """Number of stride-2 stages that bring an image (C, H, W) down to about 4x4."""
+    _, height, width = obs_shape
+    stages = 0
+    while min(height, width) // 2 ** (stages + 1) >= 4:
+        stages += 1
+    if stages == 0 or height % 2**stages or width % 2**stages:
+        raise ValueError(
+            f"image observations (C, H, W) need H and W >= 8 and divisible by 2**stages "
+            f"(e.g. (3, 64, 64)), got {obs_shape}; resize the frames with a wrapper first."
+        )
+    return stages
+
+
+class ConvEncoder(nn.Module):
+    """DreamerV3 / Drama image encoder: stride-2 4x4 convs (GroupNorm-SiLU) doubling the depth
+    until the map is 4x4, then flatten and project. (N, C, H, W) -> (N, d_out).
+
+    Args:
+        obs_shape: (C, H, W), H and W divisible by 2**stages (64x64 -> 4 stages).
+        d_out: output width.
+        depth: channels of the first stage (doubled at every stage).
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], d_out: int, depth: int = 16) -> None:
+        super().__init__()
+        stages = _conv_stages(obs_shape)
+        layers: list[nn.Module] = []
+        channels = obs_shape[0]
+        for i in range(stages):
+            out = depth * 2**i
+            layers += [nn.Conv2d(channels, out, 4, 2, 1), nn.GroupNorm(1, out), nn.SiLU()]
+            channels = out
+        self.convs = nn.Sequential(*layers)
+        flat = channels * (obs_shape[1] // 2**stages) * (obs_shape[2] // 2**stages)
+        self.out = nn.Linear(flat, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.convs(x).flatten(1))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of ``ConvEncoder``: project to a 4x4 map, stride-2 transposed convs back to
+    (C, H, W). (N, d_in) -> (N, C, H, W)."""
+
+    def __init__(self, d_in: int, obs_shape: tuple[int, ...], depth: int = 16) -> None:
+        super().__init__()
+        stages = _conv_stages(obs_shape)
+        self.start = (
+            depth * 2 ** (stages - 1),
+            obs_shape[1] // 2**stages,
+            obs_shape[2] // 2**stages,
+        )
+        self.inp = nn.Linear(d_in, self.start[0] * self.start[1] * self.start[2])
+        layers: list[nn.Module] = []
+        channels = self.start[0]
+        for i in reversed(range(stages)):
+            last = i == 0
+            out = obs_shape[0] if last else depth * 2 ** (i - 1)
+            layers.append(nn.ConvTranspose2d(channels, out, 4, 2, 1))
+            if not last:
+                layers += [nn.GroupNorm(1, out), nn.SiLU()]
+            channels = out
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deconvs(self.inp(x).unflatten(-1, self.start))
+
+
 @dataclass
 class WorldModelState:
     """Recurrent state after a step: sequence-model state, last latent, last action, last deter.
@@ -90,7 +159,8 @@ class SSMWorldModel(nn.Module):
     """World model with a pluggable sequence model and categorical latents.
 
     Args:
-        obs_dim: observation size O (vector observations).
+        obs_dim: observation size O (vector observations, MLP encoder/decoder) or an image shape
+            (C, H, W) (CNN encoder/decoder, DreamerV3-style; e.g. (3, 64, 64)).
         num_actions: size A of the (one-hot) action.
         sequence_model: ``"s5"``, ``"mamba"``, ``"mamba2"``, ``"gru"`` or ``"mlp"`` (memoryless).
         d_hidden: width H of the sequence model and MLPs.
@@ -103,7 +173,7 @@ class SSMWorldModel(nn.Module):
 
     def __init__(
         self,
-        obs_dim: int,
+        obs_dim: int | tuple[int, ...],
         num_actions: int,
         sequence_model: str = "s5",
         d_hidden: int = 128,
@@ -122,6 +192,11 @@ class SSMWorldModel(nn.Module):
                 f"sequence_model must be one of {SEQUENCE_MODELS}, got {sequence_model!r}."
             )
         self.obs_dim, self.num_actions = obs_dim, num_actions
+        self.obs_shape = (int(obs_dim),) if isinstance(obs_dim, int) else tuple(obs_dim)
+        if len(self.obs_shape) not in (1, 3):
+            raise ValueError(
+                f"obs_dim must be an int O or an image shape (C, H, W), got {obs_dim!r}."
+            )
         self.stoch, self.classes, self.d_hidden = stoch, classes, d_hidden
         self.free_bits, self.dyn_scale, self.rep_scale, self.unimix = (
             free_bits,
@@ -130,7 +205,10 @@ class SSMWorldModel(nn.Module):
             unimix,
         )
         d_latent = stoch * classes
-        self.encoder = mlp(obs_dim, d_hidden, d_hidden)
+        if len(self.obs_shape) == 3:
+            self.encoder: nn.Module = ConvEncoder(self.obs_shape, d_hidden)
+        else:
+            self.encoder = mlp(self.obs_shape[0], d_hidden, d_hidden)
         self.posterior = nn.Linear(d_hidden, d_latent)
         d_input = d_latent + num_actions
         if sequence_model == "gru":
@@ -147,7 +225,10 @@ class SSMWorldModel(nn.Module):
             )
         self.prior = mlp(d_hidden, d_hidden, d_latent, layers=1)
         d_feat = d_hidden + d_latent
-        self.decoder = mlp(d_feat, d_hidden, obs_dim)
+        if len(self.obs_shape) == 3:
+            self.decoder: nn.Module = ConvDecoder(d_feat, self.obs_shape)
+        else:
+            self.decoder = mlp(d_feat, d_hidden, self.obs_shape[0])
         self.reward_head = mlp(d_feat, d_hidden, 1)
         self.continue_head = mlp(d_feat, d_hidden, 1)
         self.feature_dim = d_feat
@@ -166,9 +247,21 @@ class SSMWorldModel(nn.Module):
             deter=torch.zeros(batch_size, self.d_hidden, device=device),
         )
 
+    def _encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """(..., *obs_shape) -> (..., H), flattening the leading dims for the CNN."""
+        lead = obs.shape[: obs.dim() - len(self.obs_shape)]
+        return self.encoder(obs.reshape(-1, *self.obs_shape)).reshape(*lead, -1)
+
+    def decode(self, feat: torch.Tensor) -> torch.Tensor:
+        """Reconstructed symlog observation (..., *obs_shape) from features (..., F)."""
+        out = self.decoder(feat.reshape(-1, feat.shape[-1]))
+        return out.reshape(*feat.shape[:-1], *self.obs_shape)
+
     def _check(self, obs: torch.Tensor, actions: torch.Tensor, is_first: torch.Tensor) -> None:
-        if obs.dim() != 3 or obs.shape[-1] != self.obs_dim:
-            raise ValueError(f"obs must be (B, T, {self.obs_dim}), got {tuple(obs.shape)}.")
+        if obs.dim() != 2 + len(self.obs_shape) or tuple(obs.shape[2:]) != self.obs_shape:
+            raise ValueError(
+                f"obs must be (B, T, {', '.join(map(str, self.obs_shape))}), got {tuple(obs.shape)}."
+            )
         if actions.shape != (*obs.shape[:2], self.num_actions):
             raise ValueError(
                 f"actions must be one-hot (B, T, {self.num_actions}), got {tuple(actions.shape)}."
@@ -188,7 +281,7 @@ class SSMWorldModel(nn.Module):
         """Posterior and prior for a whole sequence in one parallel pass.
 
         Args:
-            obs: (B, T, O) observations.
+            obs: (B, T, O) observations, or (B, T, C, H, W) images.
             actions: (B, T, A) one-hot actions taken *from* each observation.
             is_first: (B, T) bool episode starts (state reset before that step).
             state: state after the previous chunk, to continue a sequence.
@@ -202,7 +295,7 @@ class SSMWorldModel(nn.Module):
         batch = obs.shape[0]
         if state is None:
             state = self.init_state(batch, obs.device)
-        post_probs, stoch = self._latent(self.posterior(self.encoder(obs)))
+        post_probs, stoch = self._latent(self.posterior(self._encode(obs)))
         prev_stoch = torch.cat([state.stoch[:, None], stoch[:, :-1]], 1)
         prev_action = torch.cat([state.action[:, None], actions[:, :-1]], 1)
         keep = (~is_first).unsqueeze(-1).to(stoch.dtype)
@@ -222,12 +315,13 @@ class SSMWorldModel(nn.Module):
     def observe_step(
         self, obs_t: torch.Tensor, is_first_t: torch.Tensor, state: WorldModelState
     ) -> WorldModelState:
-        """Recurrent ``observe`` for acting: fold in ``obs_t`` (B, O); ``state.action`` is a_{t-1}."""
+        """Recurrent ``observe`` for acting: fold in ``obs_t`` (B, *obs_shape); ``state.action``
+        is a_{t-1}."""
         core = reset_state(self.core, state.core, is_first_t)
         keep = (~is_first_t).unsqueeze(-1).to(obs_t.dtype)
         x = torch.cat([state.stoch * keep, state.action * keep], -1)
         deter, core = self.core.step(x, core)
-        _, stoch = self._latent(self.posterior(self.encoder(obs_t)))
+        _, stoch = self._latent(self.posterior(self._encode(obs_t)))
         return WorldModelState(core, stoch, state.action, deter)
 
     def imagine(
@@ -263,7 +357,7 @@ class SSMWorldModel(nn.Module):
             "post_probs": posts["probs"],
             "prior_probs": priors["probs"],
             "deter": posts["deter"],
-            "obs": self.decoder(feat),
+            "obs": self.decode(feat),
             "reward": self.reward_head(feat).squeeze(-1),
             "continue": self.continue_head(feat).squeeze(-1),
         }
@@ -275,7 +369,7 @@ class SSMWorldModel(nn.Module):
         ``is_first``, ``is_terminal``; each (B, T, ...)). Returns (loss, metrics, posts)."""
         posts, priors, _ = self.observe(batch["obs"], batch["action"], batch["is_first"])
         feat = posts["feat"]
-        recon = (self.decoder(feat) - symlog(batch["obs"])).pow(2).sum(-1).mean()
+        recon = (self.decode(feat) - symlog(batch["obs"])).pow(2).flatten(2).sum(-1).mean()
         reward = (self.reward_head(feat).squeeze(-1) - symlog(batch["reward"])).pow(2).mean()
         cont = F.binary_cross_entropy_with_logits(
             self.continue_head(feat).squeeze(-1), (~batch["is_terminal"]).float()

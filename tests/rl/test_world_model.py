@@ -155,3 +155,31 @@ def test_world_model_loss_decreases_on_a_memory_task() -> None:
     first = sum(h["wm/reward"] + h["wm/recon"] for h in history[:20]) / 20
     last = sum(h["wm/reward"] + h["wm/recon"] for h in history[-20:]) / 20
     assert last < 0.4 * first, (first, last)
+
+
+def test_image_observations_use_a_cnn_encoder_and_decoder() -> None:
+    model = SSMWorldModel(
+        obs_dim=(3, 64, 64), num_actions=2, sequence_model="gru", d_hidden=16, stoch=4, classes=4
+    )
+    assert isinstance(model.encoder, world_model_module.ConvEncoder)
+    is_first = torch.zeros(2, 3, dtype=torch.bool)
+    is_first[:, 0] = True
+    batch = {
+        "obs": torch.rand(2, 3, 3, 64, 64),
+        "action": F.one_hot(torch.randint(2, (2, 3)), 2).float(),
+        "reward": torch.randn(2, 3),
+        "is_first": is_first,
+        "is_terminal": torch.zeros(2, 3, dtype=torch.bool),
+    }
+    out = model(batch["obs"], batch["action"], batch["is_first"])
+    assert out["obs"].shape == (2, 3, 3, 64, 64)
+    loss, _, _ = model.loss(batch)
+    loss.backward()
+    assert model.encoder.convs[0].weight.grad.abs().sum() > 0
+    assert model.decoder.deconvs[-1].weight.grad.abs().sum() > 0
+    state = model.observe_step(batch["obs"][:, 0], is_first[:, 0], model.init_state(2))
+    assert state.deter.shape == (2, 16)
+    with pytest.raises(ValueError, match="obs must be"):
+        model.observe(batch["obs"][..., :32], batch["action"], batch["is_first"])
+    with pytest.raises(ValueError, match="divisible"):
+        SSMWorldModel(obs_dim=(3, 60, 60), num_actions=2, sequence_model="gru")
