@@ -61,6 +61,16 @@ def causal_conv1d(
     k = weight.shape[-1]
     if mask is not None:
         x = x * mask[:, None, :].to(x.dtype)
+    if prefix is None and mask is None and resets is None and length >= k - 1:
+        # the common training case: zero history, no concatenated copy of x
+        y = F.conv1d(
+            x,
+            weight.to(x.dtype),
+            None if bias is None else bias.to(x.dtype),
+            padding=k - 1,
+            groups=channels,
+        )
+        return y[..., :length], x[..., length - (k - 1) :]
     if prefix is None:
         prefix = x.new_zeros(batch, channels, k - 1)
     full = torch.cat([prefix.to(x.dtype), x], dim=-1)  # (B, C, K-1+L)
@@ -158,19 +168,21 @@ def selective_ssm(
     """
     rank = dt_proj_weight.shape[1]
     d_state = A_log.shape[1]
-    x_dbl = F.linear(u.transpose(1, 2), x_proj_weight)  # (B, L, R + 2N)
-    dt, B, C = torch.split(x_dbl, [rank, d_state, d_state], dim=-1)
+    # channel-first products keep every scan input (B, ., L) contiguous in L without copies
+    x_dbl = torch.matmul(x_proj_weight.to(u.dtype), u)  # (B, R + 2N, L)
+    dt, B, C = torch.split(x_dbl, [rank, d_state, d_state], dim=1)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        delta = F.softplus(F.linear(dt.float(), dt_proj_weight.float(), dt_proj_bias.float()))
+        delta = torch.matmul(dt_proj_weight.float(), dt.float())  # (B, E, L), fp32
+        delta = F.softplus(delta + dt_proj_bias.float()[:, None])
         if mask is not None:
-            delta = delta * mask[..., None]
+            delta = delta * mask[:, None, :]
         A = -torch.exp(A_log.float())
         out = _selective_scan(
             u,
-            delta.transpose(1, 2),
+            delta,
             A,
-            B.transpose(1, 2),
-            C.transpose(1, 2),
+            B,
+            C,
             D.float(),
             z=z,
             return_last_state=return_last_state,
