@@ -17,6 +17,7 @@ import ssmkit.rl.models  # noqa: F401  (registers rl.world_model_*; needs only t
 
 _LAZY = {
     "TMaze": "ssmkit.rl.envs",
+    "MaskedCartPole": "ssmkit.rl.envs",
     "register_envs": "ssmkit.rl.envs",
     "make_env": "ssmkit.rl.wrappers",
     "OneHotObservation": "ssmkit.rl.wrappers",

@@ -4,7 +4,9 @@
 variant): a cue shown only at the first step says which arm of a T-junction is rewarded; the agent
 is carried down a corridor of ``corridor_length`` steps and must choose at the junction. A
 memoryless policy can do no better than chance (expected return 0), a policy that remembers the
-cue for ``corridor_length`` steps earns +1. POPGym's tasks (``popgym-RepeatPreviousEasy-v0``, ...)
+cue for ``corridor_length`` steps earns +1. ``MaskedCartPole`` is CartPole with the velocities
+hidden (the classic POMDP of Wierstra et al., "Recurrent Policy Gradients", 2010, and POPGym's
+"Stateless CartPole"): a policy must infer them from the history of positions. POPGym's tasks (``popgym-RepeatPreviousEasy-v0``, ...)
 are used beside it when the ``popgym`` package is installed.
 """
 
@@ -17,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 TMAZE_ID = "ssmkit/TMaze-v0"
+MASKED_CARTPOLE_ID = "ssmkit/MaskedCartPole-v0"
 
 
 class TMaze(gym.Env[np.ndarray, np.int64]):
@@ -70,10 +73,52 @@ class TMaze(gym.Env[np.ndarray, np.int64]):
         return self._observation(), reward, True, False, {}
 
 
+class MaskedCartPole(gym.Env[np.ndarray, np.int64]):
+    """CartPole-v1 that shows only cart position and pole angle; velocities must be remembered.
+
+    Observation (2,) float32 ``[x, theta]``; actions 0 = push left, 1 = push right; reward +1 per
+    step; terminates when the pole falls or the cart leaves the track (gymnasium's CartPole
+    dynamics), truncated at 500 steps by the registration.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+    _VISIBLE = (0, 2)
+
+    def __init__(self) -> None:
+        from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+        self._env = CartPoleEnv()
+        full = self._env.observation_space
+        index = list(self._VISIBLE)
+        self.observation_space = spaces.Box(full.low[index], full.high[index], dtype=np.float32)
+        self.action_space = spaces.Discrete(2)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        obs, info = self._env.reset(seed=int(self.np_random.integers(2**31)), options=options)
+        return obs[list(self._VISIBLE)].astype(np.float32), info
+
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self.action_space.contains(action):
+            raise ValueError(f"MaskedCartPole action must be 0 or 1, got {action!r}.")
+        obs, reward, terminated, truncated, info = self._env.step(int(action))
+        return (
+            obs[list(self._VISIBLE)].astype(np.float32),
+            float(reward),
+            terminated,
+            truncated,
+            info,
+        )
+
+
 def register_envs() -> None:
     """Register ssmkit's tasks with gymnasium (idempotent); also registers POPGym's if installed."""
     if TMAZE_ID not in gym.registry:
         gym.register(TMAZE_ID, entry_point=TMaze, kwargs={"corridor_length": 5})
+    if MASKED_CARTPOLE_ID not in gym.registry:
+        gym.register(MASKED_CARTPOLE_ID, entry_point=MaskedCartPole, max_episode_steps=500)
     try:
         import popgym  # noqa: F401  (registers popgym-* ids on import)
     except ImportError:

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from ssmkit.rl.envs import TMAZE_ID, TMaze  # noqa: E402
+from ssmkit.rl.envs import MASKED_CARTPOLE_ID, TMAZE_ID, MaskedCartPole, TMaze  # noqa: E402
 from ssmkit.rl.replay import SequenceReplay, VectorCollector  # noqa: E402
 from ssmkit.rl.wrappers import ActionRepeat, OneHotObservation, make_env  # noqa: E402
 
@@ -50,6 +50,25 @@ def test_make_env_one_hots_popgym_and_registers_tmaze() -> None:
     check_env(env.unwrapped, skip_render_check=True)
     with pytest.raises(ValueError, match="Unknown gymnasium id"):
         make_env("NoSuchEnv-v0")
+
+
+def test_masked_cartpole_hides_velocities_and_follows_cartpole_dynamics() -> None:
+    env = MaskedCartPole()
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=3)
+    full = env._env.state
+    assert obs.shape == (2,) and np.allclose(obs, [full[0], full[2]])
+    for _ in range(3):
+        obs, reward, terminated, _, _ = env.step(np.int64(1))
+        assert reward == 1.0 and not terminated
+    state = env._env.state
+    assert np.allclose(obs, [state[0], state[2]]) and state[1] > 0  # pushed right: moving right
+    again, _ = MaskedCartPole().reset(seed=3)
+    np.testing.assert_array_equal(again, env.reset(seed=3)[0])
+    with pytest.raises(ValueError, match="action"):
+        env.step(np.int64(2))
+    made = make_env(MASKED_CARTPOLE_ID)
+    assert made.observation_space.shape == (2,) and made.spec.max_episode_steps == 500
 
 
 def test_action_repeat_sums_rewards_and_stops_at_the_end() -> None:
