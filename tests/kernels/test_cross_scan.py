@@ -112,7 +112,7 @@ def test_backward_is_the_other_op(backend):
 
 
 def test_gradcheck_float64_incl_double_backward():
-    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 1, 3, 2, dtype=torch.float64, requires_grad=True)
     orders = ("diag", "v_snake_flip")
     assert torch.autograd.gradcheck(lambda x: cross_scan(x, orders), (x,))
     assert torch.autograd.gradgradcheck(lambda x: cross_scan(x, orders), (x,))
