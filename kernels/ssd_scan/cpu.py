@@ -69,9 +69,9 @@ def ssd_scan_cpu(
             seg = torch.cat([seg, seg[:, -1:].expand(bsz, pad)], dim=1)
 
     # (b, c, g, r, Q, p), (b, c, g, Q, n), (b, c, g, r, Q)
-    xdt = xdt.reshape(bsz, nchunks, Q, ngroups, rep, headdim).permute(0, 1, 3, 4, 2, 5)
-    Bc = Bf.reshape(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3)
-    Cc = Cf.reshape(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3)
+    xdt = xdt.reshape(bsz, nchunks, Q, ngroups, rep, headdim).permute(0, 1, 3, 4, 2, 5).contiguous()
+    Bc = Bf.reshape(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3).contiguous()
+    Cc = Cf.reshape(bsz, nchunks, Q, ngroups, dstate).transpose(2, 3).contiguous()
     a = (dt * A.to(ftype)).reshape(bsz, nchunks, Q, ngroups, rep).permute(0, 1, 3, 4, 2)
     a_cum = a.cumsum(dim=-1)
 
