@@ -135,7 +135,8 @@ def train_one(label: str, corpus: Path, budget_s: float, out: Path, seed: int) -
     )  # fmt: skip
 
 
-def train_all(corpus: Path, budget_s: float, out: Path, seed: int) -> None:
+def train_all(corpus: Path, budget_s: float, out: Path, seed: int) -> list[subprocess.Popen]:
+    """Start the three training runs in parallel (returns the processes; see ``wait_all``)."""
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for label in TRAIN_MODELS:
@@ -145,6 +146,10 @@ def train_all(corpus: Path, budget_s: float, out: Path, seed: int) -> None:
         cmd = [sys.executable, __file__, "--train-one", label, "--corpus", str(corpus),
                "--budget-min", str(budget_s / 60), "--runs", str(out), "--seed", str(seed)]  # fmt: skip
         procs.append(subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         if proc.wait() != 0:
             raise RuntimeError(f"training run failed: {proc.args}")
@@ -205,7 +210,11 @@ def training_table(runs: Path, corpus: Path, limit: int | None) -> list[str]:
 
 
 def measure_one(label: str, seconds: float, repeats: int) -> dict:
-    """In a fresh process: RSS growth and median wall time of one no-grad forward."""
+    """In a fresh process: RSS growth and median CPU time (one thread) of a no-grad forward.
+
+    Process CPU time rather than wall time, so that a shared, overloaded machine does not skew
+    the comparison (with one thread, CPU time ~ wall time on an idle core).
+    """
     import resource
 
     import ssmkit
@@ -218,30 +227,40 @@ def measure_one(label: str, seconds: float, repeats: int) -> dict:
     times = []
     with torch.no_grad():
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.process_time()
             model(x)
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"time": statistics.median(times), "mem_mb": (peak - base) / 1024}
 
 
-def speed_table(lengths: list[float], repeats: int) -> list[str]:
-    rows = []
+def start_speed(lengths: list[float], repeats: int) -> list[tuple[float, str, subprocess.Popen]]:
+    """One fresh single-thread process per (length, model), all started at once."""
+    jobs = []
     for seconds in lengths:
         for label in SPEED_MODELS:
             cmd = [sys.executable, __file__, "--measure-one", label, "--seconds", str(seconds),
                    "--repeats", str(repeats)]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                                 "OMP_NUM_THREADS": "1"})  # fmt: skip
-            if out.returncode != 0:
-                rows.append(f"| {seconds:.0f} s | {label} | failed: {out.stderr[-200:]!r} | | |")
-                continue
-            res = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(
-                f"| {seconds:.0f} s | {label} | {seconds / res['time']:.2f} | {res['time']:.2f} | "
-                f"{res['mem_mb']:.0f} |"
-            )
-            print(rows[-1], flush=True)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+            jobs.append((seconds, label, proc))
+    return jobs
+
+
+def speed_table(jobs: list[tuple[float, str, subprocess.Popen]]) -> list[str]:
+    rows = []
+    for seconds, label, proc in jobs:
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            why = f"exit code {proc.returncode}, e.g. stopped for time"
+            rows.append(f"| {seconds:.0f} s | {label} | not measured ({why}) | | |")
+            continue
+        res = json.loads(stdout.strip().splitlines()[-1])
+        rows.append(
+            f"| {seconds:.0f} s | {label} | {seconds / res['time']:.2f} | {res['time']:.2f} | "
+            f"{res['mem_mb']:.0f} |"
+        )
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -279,10 +298,12 @@ def main() -> None:
     check = metric_check()
     print("\n".join(check), flush=True)
     start = time.time()
-    train_all(args.corpus, args.budget_min * 60, runs, args.seed)
+    procs = train_all(args.corpus, args.budget_min * 60, runs, args.seed)
+    jobs = [] if args.skip_speed else start_speed(args.lengths, args.repeats)
+    wait_all(procs)
     train_wall = time.time() - start
+    speed = speed_table(jobs)
     train = training_table(runs, args.corpus, 20 if args.quick else None)
-    speed = [] if args.skip_speed else speed_table(args.lengths, args.repeats)
     lines = [
         "# Speech separation benchmark",
         "",
@@ -313,9 +334,11 @@ def main() -> None:
             "",
             "## 3. Inference speed and memory (one thread, batch 1, no grad, 8 kHz)",
             "",
-            "Median of repeats; memory = peak RSS growth of a fresh process during the forward.",
+            f"Median of {args.repeats} repeat(s) of process CPU time (one thread; the machine was"
+            " shared, so CPU time rather than wall time); memory = peak RSS growth of a fresh"
+            " process during the forward.",
             "",
-            "| length | model | audio s / s | wall s | peak memory (MB) |",
+            "| length | model | audio s per CPU s | CPU s | peak memory (MB) |",
             "|---|---|---|---|---|",
             *speed,
         ]
