@@ -274,6 +274,10 @@ class Mamba(nn.Module):
     ``x -> in_proj -> (x, z)``; ``x -> causal depthwise conv -> SiLU -> S6 scan`` gated by
     ``silu(z)``; ``out_proj``. ``A_log``, ``D`` and the dt path stay fp32 under autocast.
 
+    ``torch.compile`` works and matches eager (tested), with the scan kernel as a graph break that
+    runs eagerly: the kernels' CPU backend drives native code through ctypes and a thread pool,
+    which Dynamo cannot trace, so the scan call is ``torch.compiler.disable``d.
+
     Args:
         d_model: model width ``D``.
         d_state: SSM state size ``N`` per channel.

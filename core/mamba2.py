@@ -44,6 +44,10 @@ class Mamba2(nn.Module):
     ``A`` per head) gives ``y``; ``out_proj(GatedRMSNorm(y, z))``. ``A_log``, ``D``, ``dt_bias`` and
     dt stay fp32 under autocast.
 
+    ``torch.compile`` works and matches eager (tested), with the scan kernel as a graph break that
+    runs eagerly: the kernels' CPU backend drives native code through ctypes and a thread pool,
+    which Dynamo cannot trace, so the scan call is ``torch.compiler.disable``d.
+
     Args:
         d_model: model width ``D``.
         d_state: state size ``N`` per head.
