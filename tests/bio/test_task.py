@@ -47,7 +47,7 @@ def test_a_few_training_steps_raise_dice() -> None:
         opt.step()
     with torch.no_grad():
         after = _foreground_dice(task.eval()(held_out["image"]), held_out["label"])
-    assert after > max(0.55, before + 0.25), (before, after)
+    assert after > 0.85 and after > before + 0.1, (before, after)
 
 
 def test_sliding_window_on_a_volume_larger_than_the_patch() -> None:
