@@ -309,7 +309,13 @@ def main(argv: list[str] | None = None) -> str:
             for name in names:
                 if name not in args.models:
                     continue
-                r = train_for_budget(name, dims, data, args)
+                try:
+                    r = train_for_budget(name, dims, data, args)
+                except (RuntimeError, ValueError) as error:  # e.g. a size the network rejects
+                    row = f"| {name} | - | - | - | failed: {str(error).splitlines()[0][:70]} | - |"
+                    print(row, flush=True)
+                    lines.append(row)
+                    continue
                 row = f"| {name} | {r['params']:.2f} | {r['steps']} | {_fmt(r['final_loss'], 3)} | {r['dice']:.3f} | {'yes' if r['nan'] else 'no'} |"
                 print(row, flush=True)
                 lines.append(row)
