@@ -254,3 +254,20 @@ def test_torch_compile_matches_eager(backend: str) -> None:
     _close(y, y_eager, 1e-5)
     for a, b in zip((p.grad for p in m.parameters()), eager_grads, strict=True):
         _close(a, b, 1e-4)
+
+
+@pytest.mark.parametrize("mixer", ["s4d", "s5", "bimamba"])
+def test_stack_builds_every_named_mixer(mixer: str) -> None:
+    m = SequenceBackbone(D_MODEL, 2, mixer=mixer, mixer_kwargs={"d_state": 4})
+    x = torch.randn(2, 7, D_MODEL)
+    y = m(x)
+    assert y.shape == (2, 7, D_MODEL) and torch.isfinite(y).all()
+    if mixer == "bimamba":
+        with pytest.raises(TypeError, match="bidirectional"):
+            m.init_state(2)
+        return
+    state, outs = m.init_state(2), []
+    for t in range(7):
+        y_t, state = m.step(x[:, t], state)
+        outs.append(y_t)
+    _close(torch.stack(outs, 1), y)
