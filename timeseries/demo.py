@@ -43,12 +43,17 @@ def macrodata_csv(path: Path) -> Path:
 
 def run_demo(out_dir: Path, epochs: int = 20) -> dict[str, dict[str, float]]:
     """Train both models, print a comparison, write ``out_dir/demo_forecast.png``."""
+    import logging
+    import warnings
+
     import torch
 
     from ssmkit.timeseries.cli import fit_forecaster, plot_forecast
     from ssmkit.timeseries.data import CSVForecastDataModule
     from ssmkit.timeseries.task import ForecastTask
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
     out_dir = Path(out_dir)
     csv = macrodata_csv(out_dir / "macrodata.csv")
     print(f"data: statsmodels macrodata (US quarterly, 1959-2009) -> {csv}")

@@ -68,7 +68,7 @@ def test_smamba_forecaster_fit_predict_plot() -> None:
     train_dl = train.to_dataloader(train=True, batch_size=16)
     val_dl = val.to_dataloader(train=False, batch_size=16)
     trainer = pl.Trainer(
-        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(model, train_dl, val_dl)
