@@ -111,13 +111,14 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=12, help="steps on 5-9")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=32, help="upsampled image size")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1: OpenMP spin-waits on a busy CPU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
     parser.add_argument(
         "--parts", default="scratch,transfer", help="comma list of parts: scratch, transfer"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results markdown file")
+    parser.add_argument("--models", default="vim,vmamba", help="from-scratch models: vim, vmamba")
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.pretrain_epochs, args.finetune_steps = 0.1, 0.1, 2
@@ -140,7 +141,9 @@ def main() -> None:
     rows = []
     steps_per_epoch = math.ceil(len(data["y_train"]) / args.batch_size)
     steps = max(1, round(args.epochs * steps_per_epoch))
-    for name, build in builders.items() if "scratch" in parts else []:
+    chosen = [n for n, key in zip(builders, ("vim", "vmamba")) if key in args.models.split(",")]
+    for name in chosen if "scratch" in parts else []:
+        build = builders[name]
         torch.manual_seed(args.seed)
         model = build(10)
         params = sum(p.numel() for p in model.parameters()) / 1e6
