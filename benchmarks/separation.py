@@ -186,23 +186,35 @@ def echo2mix_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def training_table(runs: Path, corpus: Path, limit: int | None) -> list[str]:
+    """Evaluate the three checkpoints, one single-thread process each, in parallel."""
+    procs = []
+    for label in TRAIN_MODELS:
+        cmd = [sys.executable, __file__, "--eval-one", label, "--runs", str(runs), "--corpus",
+               str(corpus), "--limit", str(limit or 0)]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"}))  # fmt: skip
+    rows = [proc.communicate()[0].strip().splitlines()[-1] for proc in procs]
+    print("\n".join(rows), flush=True)
+    return rows
+
+
+def eval_one(label: str, runs: Path, corpus: Path, limit: int | None) -> None:
+    """Print the results row of one trained checkpoint (held-out and Echo2Mix SI-SNRi / SDRi)."""
     from ssmkit.audio.separate import load_separator
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)
     held, echo = held_out_pairs(corpus, limit), echo2mix_pairs()
-    rows = []
-    for label in TRAIN_MODELS:
-        meta = json.loads((runs / f"{slug(label)}.json").read_text())
-        model, _ = load_separator(runs / f"{slug(label)}.pt")
-        h_snr, h_sdr = evaluate(model, held)
-        e_snr, e_sdr = evaluate(model, echo) if echo else (math.nan, math.nan)
-        final = statistics.mean(meta["loss"][-25:])
-        rows.append(
-            f"| {label} | {meta['params'] / 1e6:.2f} | {meta['cpu_s'] / 60:.1f} | {meta['steps']} | "
-            f"{-final:.2f} | {h_snr:.2f} / {h_sdr:.2f} | {e_snr:.2f} / {e_sdr:.2f} |"
-        )
-        print(rows[-1], flush=True)
-    return rows
+    meta = json.loads((runs / f"{slug(label)}.json").read_text())
+    model, _ = load_separator(runs / f"{slug(label)}.pt")
+    h_snr, h_sdr = evaluate(model, held)
+    e_snr, e_sdr = evaluate(model, echo) if echo else (math.nan, math.nan)
+    final = statistics.mean(meta["loss"][-25:])
+    print(
+        f"| {label} | {meta['params'] / 1e6:.2f} | {meta['cpu_s'] / 60:.1f} | {meta['steps']} | "
+        f"{-final:.2f} | {h_snr:.2f} / {h_sdr:.2f} ({len(held)} mixtures) | "
+        f"{e_snr:.2f} / {e_sdr:.2f} |",
+        flush=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,10 +291,19 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--train-one", help=argparse.SUPPRESS)
     parser.add_argument("--measure-one", help=argparse.SUPPRESS)
+    parser.add_argument("--eval-one", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=0, help="held-out mixtures (0 = all)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate existing --runs")
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_one:
         train_one(args.train_one, args.corpus, args.budget_min * 60, args.runs, args.seed)
+        return
+    if args.eval_one:
+        eval_one(args.eval_one, args.runs, args.corpus, args.limit or None)
+        return
+    if args.eval_only:
+        training_table(args.runs, args.corpus, args.limit or None)
         return
     if args.measure_one:
         print(json.dumps(measure_one(args.measure_one, args.seconds, args.repeats)))
@@ -303,7 +324,7 @@ def main() -> None:
     wait_all(procs)
     train_wall = time.time() - start
     speed = speed_table(jobs)
-    train = training_table(runs, args.corpus, 20 if args.quick else None)
+    train = training_table(runs, args.corpus, 20 if args.quick else (args.limit or None))
     lines = [
         "# Speech separation benchmark",
         "",
