@@ -2,7 +2,8 @@
 
 ``train(RLConfig(...))`` collects with the agent's recurrent policy, trains at a fixed ratio of
 updates per environment step, evaluates greedily every ``eval_every`` env steps, logs to
-``metrics.csv`` and writes an atomic checkpoint (weights, optimisers, replay, environments, RNG
+``metrics.csv`` (and TensorBoard event files under ``tensorboard/`` when the ``tensorboard``
+package is installed) and writes an atomic checkpoint (weights, optimisers, replay, environments, RNG
 states) from which training continues bit-for-bit.
 """
 
@@ -46,6 +47,7 @@ class RLConfig:
     checkpoint_every: int = 5_000
     seed: int = 0
     out_dir: str | None = None
+    tensorboard: bool = True
 
 
 def build_agent(config: RLConfig, obs_dim: int, num_actions: int) -> DreamerAgent:
@@ -158,6 +160,9 @@ class Trainer:
                 next_ckpt += config.checkpoint_every
                 self.save(Path(config.out_dir) / "checkpoint.pt")
         bar.close()
+        if getattr(self, "_writer", None) is not None:
+            self._writer.close()
+            self._writer = None
         if config.out_dir:
             self.save(Path(config.out_dir) / "checkpoint.pt")
             plot_learning_curve(
@@ -167,9 +172,32 @@ class Trainer:
             )
         return self.history
 
+    def _tensorboard(self, row: dict[str, float]) -> None:
+        """Scalars of ``row`` to ``out_dir/tensorboard`` at step ``env_steps`` (lazy writer)."""
+        if getattr(self, "_writer", None) is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                import warnings
+
+                warnings.warn(
+                    "tensorboard is not installed: logging to metrics.csv only "
+                    "(pip install tensorboard, or RLConfig(tensorboard=False)).",
+                    stacklevel=3,
+                )
+                self.config.tensorboard = False
+                return
+            self._writer = SummaryWriter(str(Path(self.config.out_dir) / "tensorboard"))
+        for key, value in row.items():
+            if key != "env_steps" and isinstance(value, (int, float)):
+                self._writer.add_scalar(key, value, global_step=int(row["env_steps"]))
+        self._writer.flush()
+
     def _log(self, row: dict[str, float]) -> None:
         if not self.config.out_dir:
             return
+        if self.config.tensorboard:
+            self._tensorboard(row)
         path = Path(self.config.out_dir) / "metrics.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,6 @@ def test_run_writes_metrics_checkpoint_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "checkpoint.pt.tmp").exists()
     assert (tmp_path / "metrics.csv").read_text().count("\n") == 3
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    if importlib.util.find_spec("tensorboard") is not None:
+        events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+        assert events and events[0].stat().st_size > 100
