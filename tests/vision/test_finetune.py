@@ -160,7 +160,6 @@ def test_cli_fit_from_recipe(folder: Path, tmp_path: Path) -> None:
             "--model.cutmix_alpha=0",
             "--trainer.max_steps=1",
             "--trainer.limit_val_batches=1",
-            "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
