@@ -77,8 +77,16 @@ def main() -> None:
         default=None,
         help="override S-Mamba's paper learning rate (7e-5 for ETTh1; a short budget needs more)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 avoids OpenMP spinning on a busy machine)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.horizons, args.epochs, args.limit_train_batches = [96], 1, 20
     data_dir = Path(args.data_dir)

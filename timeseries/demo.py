@@ -52,6 +52,8 @@ def run_demo(out_dir: Path, epochs: int = 20) -> dict[str, dict[str, float]]:
     from ssmkit.timeseries.data import CSVForecastDataModule
     from ssmkit.timeseries.task import ForecastTask
 
+    # The models are tiny: one thread avoids OpenMP overhead (and spinning on a busy machine).
+    torch.set_num_threads(1)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
     out_dir = Path(out_dir)
