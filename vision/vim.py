@@ -36,6 +36,7 @@ from ssmkit.vision.layers import (
     no_weight_decay_names,
     resample_pos_embed,
     take_indices,
+    to_2tuple,
 )
 
 VIM_CONFIGS: dict[str, dict[str, Any]] = {
@@ -197,7 +198,7 @@ class VisionMamba(nn.Module):
     def set_input_size(self, img_size: int | tuple[int, int]) -> None:
         """Change the nominal input size; the position embedding is resampled (middle cls aware)."""
         old_grid = self.patch_embed.grid_size
-        self.patch_embed.img_size = tuple(PatchEmbed(img_size, 1, 1, 1, 1).img_size)
+        self.patch_embed.img_size = to_2tuple(img_size, "img_size")
         self.patch_embed.grid_size = self.patch_embed.dynamic_grid(self.patch_embed.img_size)
         self.patch_embed.num_patches = self.patch_embed.grid_size[0] * self.patch_embed.grid_size[1]
         with torch.no_grad():
