@@ -234,7 +234,9 @@ class MambaLayer(nn.Module):
         shape, dtype = x.shape, x.dtype
         with torch.autocast(device_type=x.device.type, enabled=False):
             tokens = x.float().flatten(2).transpose(1, 2)  # (B, L, C)
-            y = self.mamba(self.norm(tokens)).transpose(1, 2).reshape(shape)
+            # contiguous(): the transposed view is channels-last, and oneDNN's conv backward in
+            # torch 2.14.1 (CPU) corrupts the heap when channels-last and contiguous tensors mix.
+            y = self.mamba(self.norm(tokens)).transpose(1, 2).reshape(shape).contiguous()
             if self.residual:
                 y = y + x.float()
         return y.to(dtype)
