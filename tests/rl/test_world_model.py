@@ -6,20 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ssmkit.core
 import ssmkit.rl.world_model as world_model_module
 from ssmkit.rl.world_model import SSMWorldModel
 
-SSM_READY = hasattr(ssmkit.core, "SequenceBackbone")
-CORES = ["gru", "mlp"] + [
-    pytest.param(
-        name,
-        marks=pytest.mark.skipif(
-            not SSM_READY, reason="ssmkit.core.SequenceBackbone has not landed"
-        ),
-    )
-    for name in ("s5", "mamba", "mamba2")
-]
+CORES = ["gru", "mlp", "s5", "mamba", "mamba2"]
 
 
 @pytest.fixture
