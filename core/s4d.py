@@ -25,7 +25,13 @@ from torch import nn
 from ssmkit.core import ops
 from ssmkit.core.hippo import S4D_INITS, s4d_init
 from ssmkit.core.registry import register_model
-from ssmkit.core.state import SSMState, check_sequence_inputs, check_state, check_step_input
+from ssmkit.core.state import (
+    SSMState,
+    check_causal,
+    check_sequence_inputs,
+    check_state,
+    check_step_input,
+)
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 
@@ -169,13 +175,6 @@ class S4D(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output_linear = nn.Sequential(nn.Conv1d(d_model, 2 * d_model, 1), nn.GLU(dim=1))
 
-    def _require_causal(self, what: str) -> None:
-        if self.bidirectional:
-            raise ValueError(
-                f"S4D: {what} needs a causal layer, but this one is bidirectional (its output "
-                "depends on future inputs). Build it with bidirectional=False."
-            )
-
     def init_state(
         self,
         batch_size: int,
@@ -183,7 +182,7 @@ class S4D(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> S4DState:
         """Zero state ``h`` (B, H, N/2) complex64 (the state is complex whatever ``dtype``)."""
-        self._require_causal("init_state")
+        check_causal("S4D", self.bidirectional, "init_state")
         device = device if device is not None else self.D.device
         h = torch.zeros(
             batch_size, self.d_model, self.d_state // 2, dtype=torch.complex64, device=device
@@ -234,7 +233,7 @@ class S4D(nn.Module):
         else:
             check_sequence_inputs("S4D", x, self.d_model, mask, resets)
         if state is not None or return_state or resets is not None:
-            self._require_causal("state, return_state or resets")
+            check_causal("S4D", self.bidirectional, "state, return_state or resets")
         u = (x if self.transposed else x.transpose(1, 2)).float()  # (B, H, L)
         batch, _, length = u.shape
         if mask is not None:
@@ -324,7 +323,7 @@ class S4D(nn.Module):
         Returns:
             ``y_t`` ``(B, D)`` and the new state.
         """
-        self._require_causal("step")
+        check_causal("S4D", self.bidirectional, "step")
         check_step_input("S4D", x_t, self.d_model)
         h = self._check_state(state, x_t.shape[0])
         log_da, db, c = self.kernel.discretize()

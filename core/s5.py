@@ -23,7 +23,13 @@ from ssmkit.core import ops
 from ssmkit.core.hippo import s5_init
 from ssmkit.core.registry import register_model
 from ssmkit.core.s4d import DISCRETIZATIONS, mark_ssm_parameter
-from ssmkit.core.state import SSMState, check_sequence_inputs, check_state, check_step_input
+from ssmkit.core.state import (
+    SSMState,
+    check_causal,
+    check_sequence_inputs,
+    check_state,
+    check_step_input,
+)
 
 
 @dataclass
@@ -139,13 +145,6 @@ class S5(nn.Module):
         y = 2 * y.real if self.conj_sym else y.real
         return y + self.D.float() * u
 
-    def _require_causal(self, what: str) -> None:
-        if self.bidirectional:
-            raise ValueError(
-                f"S5: {what} needs a causal layer, but this one is bidirectional (its output "
-                "depends on future inputs). Build it with bidirectional=False."
-            )
-
     def init_state(
         self,
         batch_size: int,
@@ -153,7 +152,7 @@ class S5(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> S5State:
         """Zero state ``(B, P_s)`` complex64 (complex whatever ``dtype``)."""
-        self._require_causal("init_state")
+        check_causal("S5", self.bidirectional, "init_state")
         device = device if device is not None else self.D.device
         return S5State(
             ssm=torch.zeros(batch_size, self.n_modes, dtype=torch.complex64, device=device)
@@ -194,7 +193,7 @@ class S5(nn.Module):
         """
         check_sequence_inputs("S5", x, self.d_model, mask, resets)
         if state is not None or return_state:
-            self._require_causal("state or return_state")
+            check_causal("S5", self.bidirectional, "state or return_state")
         u = x.float()
         if mask is not None:
             u = u * mask[..., None]
@@ -230,7 +229,7 @@ class S5(nn.Module):
         Returns:
             ``y_t`` ``(B, D)`` and the new state.
         """
-        self._require_causal("step")
+        check_causal("S5", self.bidirectional, "step")
         check_step_input("S5", x_t, self.d_model)
         h = self._check_state(state, x_t.shape[0])
         if resets is not None:

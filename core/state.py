@@ -175,3 +175,12 @@ def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+def check_causal(owner: str, bidirectional: bool, what: str) -> None:
+    """Raise if a bidirectional layer is asked for something only a causal one has (state, step)."""
+    if bidirectional:
+        raise ValueError(
+            f"{owner}: {what} needs a causal layer, but this one is bidirectional (its output "
+            "depends on future inputs). Build it with bidirectional=False."
+        )
