@@ -28,14 +28,13 @@ from torch.utils.checkpoint import checkpoint
 
 from ssmkit.core import BiMamba, ResidualBlock, RMSNorm
 from ssmkit.core.registry import register_model
+from ssmkit.vision.backbone import TimmSurface
 from ssmkit.vision.layers import (
     DropPath,
     PatchEmbed,
     init_linear_trunc_normal,
     linspace,
-    no_weight_decay_names,
     resample_pos_embed,
-    take_indices,
     to_2tuple,
 )
 
@@ -46,7 +45,7 @@ VIM_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class VisionMamba(nn.Module):
+class VisionMamba(TimmSurface, nn.Module):
     """Vim image classifier / backbone (Zhu et al. 2024, arXiv 2401.09417).
 
     Args:
@@ -91,16 +90,13 @@ class VisionMamba(nn.Module):
         norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        if global_pool not in ("token", "avg", ""):
-            raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}.")
-        if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg'.")
+        self.num_prefix_tokens = 1 if class_token else 0
+        self._check_global_pool(global_pool)
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}.")
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1 if class_token else 0
         self.dynamic_img_size = dynamic_img_size
         self.grad_checkpointing = False
 
@@ -157,10 +153,15 @@ class VisionMamba(nn.Module):
                     p /= math.sqrt(depth)
 
     # ----------------------------------------------------------------- timm surface: info
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Position embedding, class token and the mixers' ``_no_weight_decay`` parameters."""
-        return no_weight_decay_names(self, ("pos_embed", "cls_token"))
+    _blocks_attr = "layers"
+    _norm_attr = "norm_f"
+    _pool_choices = ("token", "avg", "")
+    _no_weight_decay_extra = ("pos_embed", "cls_token")
+
+    def _check_global_pool(self, global_pool: str) -> None:
+        super()._check_global_pool(global_pool)
+        if global_pool == "token" and not self.num_prefix_tokens:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg'.")
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -173,27 +174,6 @@ class VisionMamba(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New head with ``num_classes`` outputs (0: none); optionally change the pooling."""
-        if global_pool is not None:
-            if global_pool not in ("token", "avg", ""):
-                raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}.")
-            if global_pool == "token" and self.cls_token is None:
-                raise ValueError("global_pool='token' needs a class token; use 'avg'.")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        device = self.pos_embed.device
-        self.head = (
-            nn.Linear(self.embed_dim, num_classes, device=device)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.head.apply(init_linear_trunc_normal)
 
     def set_input_size(self, img_size: int | tuple[int, int]) -> None:
         """Change the nominal input size; the position embedding is resampled (middle cls aware)."""
@@ -267,10 +247,6 @@ class VisionMamba(nn.Module):
         x = self.head_drop(self.pool(x))
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` -> logits ``(B, num_classes)``."""
-        return self.forward_head(self.forward_features(x))
-
     # ----------------------------------------------------------------- intermediates
     def forward_intermediates(
         self,
@@ -299,14 +275,11 @@ class VisionMamba(nn.Module):
         Returns:
             The features, or ``(forward_features(x), features)``.
         """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}.")
-        taken, max_index = take_indices(len(self.layers), indices)
+        taken, layers = self._intermediate_plan(
+            indices, stop_early, intermediates_only, output_fmt, ("NCHW", "NLC")
+        )
         hidden, grid = self._embed(x)
         residual = None
-        layers = (
-            self.layers if not (stop_early or intermediates_only) else self.layers[: max_index + 1]
-        )
         features: list[torch.Tensor] = []
         for i, layer in enumerate(layers):
             hidden, residual = self._run_layer(layer, hidden, residual)
@@ -331,19 +304,6 @@ class VisionMamba(nn.Module):
         if intermediates_only:
             return out
         return self._finish(hidden, residual), out
-
-    def prune_intermediate_layers(
-        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop blocks after the last requested one (and the norm / head); returns the indices."""
-        taken, max_index = take_indices(len(self.layers), indices)
-        self.layers = self.layers[: max_index + 1]
-        self.feature_info = self.feature_info[: max_index + 1]
-        if prune_norm:
-            self.norm_f = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return taken
 
 
 # --------------------------------------------------------------------- ssmkit registry

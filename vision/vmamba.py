@@ -24,14 +24,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ssmkit.core import SS2D
 from ssmkit.core.registry import register_model
-from ssmkit.vision.layers import (
-    DropPath,
-    Mlp,
-    init_linear_trunc_normal,
-    linspace,
-    no_weight_decay_names,
-    take_indices,
-)
+from ssmkit.vision.backbone import TimmSurface
+from ssmkit.vision.layers import DropPath, Mlp, init_linear_trunc_normal, linspace
 
 # Published v2 configurations (MzeroMiko/VMamba README): T [s1l8], S [s1l20], B [s1l20].
 VMAMBA_CONFIGS: dict[str, dict[str, Any]] = {
@@ -132,7 +126,7 @@ class VSSStage(nn.Module):
         return x
 
 
-class VMamba(nn.Module):
+class VMamba(TimmSurface, nn.Module):
     """VMamba image classifier / hierarchical backbone (Liu et al. 2024, arXiv 2401.10166).
 
     Args:
@@ -170,8 +164,7 @@ class VMamba(nn.Module):
         img_size: int | tuple[int, int] = 224,
     ) -> None:
         super().__init__()
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
+        self._check_global_pool(global_pool)
         depths = list(depths)
         if isinstance(dims, int):
             dims = [dims * 2**i for i in range(len(depths))]
@@ -221,10 +214,11 @@ class VMamba(nn.Module):
                 module.apply(init_linear_trunc_normal)
 
     # ----------------------------------------------------------------- timm surface: info
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """The SS2D ``_no_weight_decay`` parameters (A_logs, Ds)."""
-        return no_weight_decay_names(self)
+    # (no_weight_decay: the SS2D ``_no_weight_decay`` parameters, A_logs and Ds)
+    _blocks_attr = "stages"
+    _norm_attr = "norm"
+    _pool_choices = ("avg", "")
+    _taps_change_width = True
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -249,25 +243,6 @@ class VMamba(nn.Module):
     def grad_checkpointing(self) -> bool:
         return bool(self.stages) and all(s.grad_checkpointing for s in self.stages)
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New head with ``num_classes`` outputs (0: none); optionally change the pooling."""
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        device = next(self.parameters()).device
-        self.head = (
-            nn.Linear(self.num_features, num_classes, device=device)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.head.apply(init_linear_trunc_normal)
-
     # ----------------------------------------------------------------- forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> normalised last-stage map ``(B, C_last, H/32, W/32)``."""
@@ -284,10 +259,6 @@ class VMamba(nn.Module):
             x = x.mean(dim=(2, 3))
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` -> logits ``(B, num_classes)``."""
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
         self,
@@ -308,11 +279,8 @@ class VMamba(nn.Module):
             output_fmt: ``"NCHW"`` or ``"NHWC"``.
             intermediates_only: return only the features.
         """
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}.")
-        taken, max_index = take_indices(len(self.stages), indices)
-        stages = (
-            self.stages if not (stop_early or intermediates_only) else self.stages[: max_index + 1]
+        taken, stages = self._intermediate_plan(
+            indices, stop_early, intermediates_only, output_fmt, ("NCHW", "NHWC")
         )
         last = len(self.stages) - 1
         features = []
@@ -325,22 +293,6 @@ class VMamba(nn.Module):
         if intermediates_only:
             return features
         return self.norm(x).permute(0, 3, 1, 2), features
-
-    def prune_intermediate_layers(
-        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop stages after the last requested one (and norm / head); returns the indices."""
-        taken, max_index = take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        self.feature_info = self.feature_info[: max_index + 1]
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.dims[max_index]
-        if prune_head or prune_end:
-            self.reset_classifier(0, "")
-        return taken
 
 
 # --------------------------------------------------------------------- ssmkit registry
