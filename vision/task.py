@@ -13,6 +13,7 @@ Needs ``timm`` and ``lightning`` (``pip install "ssmkit[vision,train]"``).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import math
@@ -57,7 +58,10 @@ def load_init_checkpoint(model: nn.Module, path: str) -> list[str]:
 
     if not Path(path).is_file():
         raise ValueError(f"init_checkpoint: {path} is not a file.")
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    # The authors' Vim files also pickle their training ``args`` (an argparse.Namespace): allow
+    # exactly that class on top of weights_only's tensors and containers.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        raw = torch.load(path, map_location="cpu", weights_only=True)
     try:
         state = checkpoint_filter_fn(raw, model)
     except TypeError:  # not a Vim / VMamba model: load as is
@@ -258,6 +262,10 @@ class ImageClassificationTask(LightningModule):
             weight_decay=h.weight_decay,
             layer_decay=h.layer_decay,
         )
+        # Layer-wise decay: timm stores each group's factor as ``lr_scale`` and only timm's own
+        # schedulers apply it; bake it into the group lr so LambdaLR keeps the ratios.
+        for group in optimizer.param_groups:
+            group["lr"] = h.lr * group.get("lr_scale", 1.0)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = h.warmup_steps
         if (

@@ -50,6 +50,11 @@ def _vmamba_cfg(**kwargs: Any) -> dict[str, Any]:
     )
 
 
+# Published file names: hustvl/Vim README and its Hugging Face repositories (Vim-tiny-midclstok holds
+# vim_t_midclstok_76p1acc.pth and vim_t_midclstok_ft_78p3acc.pth, Vim-small-midclstok the two
+# vim_s_* files, Vim-base-midclstok vim_b_midclstok_81p9acc.pth); MzeroMiko/VMamba release "#v2cls".
+_VMAMBA_RELEASE = "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/"
+
 default_cfgs = generate_default_cfgs(
     {
         "vim_tiny_patch16_224.hustvl_in1k": _cfg(
@@ -68,11 +73,17 @@ default_cfgs = generate_default_cfgs(
             hf_hub_id="hustvl/Vim-small-midclstok",
             hf_hub_filename="vim_s_midclstok_ft_81p6acc.pth",
         ),
-        # VMamba v2 weights are GitHub release assets: load them offline with
+        # VMamba v2 weights are GitHub release assets (tag "#v2cls", weights under "model"); offline:
         # pretrained=True, pretrained_cfg_overlay=dict(file="vssm1_tiny_0230s_ckpt_epoch_264.pth").
-        "vmamba_tiny.in1k": _vmamba_cfg(),
-        "vmamba_small.in1k": _vmamba_cfg(),
-        "vmamba_base.in1k": _vmamba_cfg(),
+        "vmamba_tiny.in1k": _vmamba_cfg(
+            url=_VMAMBA_RELEASE + "vssm1_tiny_0230s_ckpt_epoch_264.pth"
+        ),
+        "vmamba_small.in1k": _vmamba_cfg(
+            url=_VMAMBA_RELEASE + "vssm1_small_0229s_ckpt_epoch_240.pth"
+        ),
+        "vmamba_base.in1k": _vmamba_cfg(
+            url=_VMAMBA_RELEASE + "vssm1_base_0229s_ckpt_epoch_225.pth"
+        ),
     }
 )
 

@@ -8,6 +8,7 @@ The key lists follow the authors' code: hustvl/Vim ``models_mamba.VisionMamba`` 
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def test_timm_pretrained_file_with_new_head(tmp_path: Path) -> None:
     timm = pytest.importorskip("timm")
     path = tmp_path / "vim_t_midclstok.pth"
     sd = vim_authors_state_dict(32, 2, 16, 1000)
-    torch.save({"model": sd}, path)
+    torch.save({"model": sd, "args": argparse.Namespace(model="vim_tiny")}, path)  # authors' layout
     model = timm.create_model(
         "vim_tiny_patch16_224",
         pretrained=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 from pathlib import Path
 
@@ -75,6 +76,10 @@ def test_two_step_finetune_with_mixup_ema_layer_decay(folder: Path, tmp_path: Pa
     ema = task.ema.state_dict()
     assert not torch.equal(ema["head.weight"], after["head.weight"])
     assert not torch.equal(ema["head.weight"], before["head.weight"])
+    # Layer-wise lr decay reaches the optimizer: group lrs differ by exactly their lr_scale.
+    groups = trainer.optimizers[0].param_groups
+    assert len({g["lr"] for g in groups}) > 1
+    assert len({round(g["lr"] / g["lr_scale"], 12) for g in groups}) == 1
     metrics = trainer.callback_metrics
     assert {"val/top1", "val/top5", "val/loss"} <= set(metrics)
     assert 0.0 <= float(metrics["val/top1"]) <= float(metrics["val/top5"]) <= 1.0
@@ -84,7 +89,9 @@ def test_two_step_finetune_with_mixup_ema_layer_decay(folder: Path, tmp_path: Pa
 def test_init_checkpoint_freeze_and_predict_csv(folder: Path, tmp_path: Path) -> None:
     source = ImageClassificationTask("vision.vim_tiny", num_classes=5, model_kwargs=TINY)
     ckpt = tmp_path / "authors_style.pth"
-    torch.save({"model": source.model.state_dict()}, ckpt)  # other head size: dropped on load
+    # The authors' layout: weights under "model" beside the pickled training args (a Namespace);
+    # the other head size is dropped on load.
+    torch.save({"model": source.model.state_dict(), "args": argparse.Namespace(lr=1e-3)}, ckpt)
     task = ImageClassificationTask(
         "vision.vim_tiny",
         num_classes=2,

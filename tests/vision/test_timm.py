@@ -31,6 +31,23 @@ def test_names_are_registered_with_timm() -> None:
     assert "vim_tiny_patch16_224.hustvl_in1k" in timm.list_pretrained("vim_*")
     cfg = timm.get_pretrained_cfg("vim_tiny_patch16_224")
     assert cfg.hf_hub_id == "hustvl/Vim-tiny-midclstok" and cfg.classifier == "head"
+    # The published file names (hustvl Hugging Face repositories, MzeroMiko/VMamba releases).
+    files = {
+        "vim_tiny_patch16_224": "vim_t_midclstok_76p1acc.pth",
+        "vim_tiny_patch16_stride8_224": "vim_t_midclstok_ft_78p3acc.pth",
+        "vim_small_patch16_224": "vim_s_midclstok_80p5acc.pth",
+        "vim_small_patch16_stride8_224": "vim_s_midclstok_ft_81p6acc.pth",
+        "vim_base_patch16_224": "vim_b_midclstok_81p9acc.pth",
+    }
+    for name, file in files.items():
+        assert timm.get_pretrained_cfg(name).hf_hub_filename == file, name
+    release = "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/"
+    assert timm.get_pretrained_cfg("vmamba_tiny").url == (
+        release + "vssm1_tiny_0230s_ckpt_epoch_264.pth"
+    )
+    assert timm.get_pretrained_cfg("vmamba_small").url.endswith(
+        "vssm1_small_0229s_ckpt_epoch_240.pth"
+    )
 
 
 def test_published_sizes() -> None:
