@@ -25,7 +25,9 @@ from torch import nn
 
 from ssmkit.core.mamba import (
     Mamba,
+    can_fuse,
     causal_conv1d,
+    fused_inner,
     make_A_log,
     make_D,
     make_dt_proj,
@@ -189,6 +191,8 @@ class BiMamba(nn.Module):
                 "BiMamba is bidirectional (non-causal): it has no recurrent state to start from or "
                 "return. Run whole sequences, or use the causal Mamba for streaming."
             )
+        if mask is None and resets is None and can_fuse(x, self):
+            return self._forward_fused(x)
         mask_b = None if mask is None else mask.flip(1)
         resets_b = None if resets is None else reverse_resets(resets)
         if self.variant == "separate":
@@ -203,6 +207,42 @@ class BiMamba(nn.Module):
         if mask is not None:
             out = out * mask[..., None].to(out.dtype)
         return out
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference without mask/resets: both directions by the fused kernels, which read
+        ``in_proj``'s output in place (the backward one by reversed indexing, no flips) and write
+        the merged result straight into the ``out_proj`` input."""
+        if self.variant == "separate":
+            y_f = self.mamba_fwd.forward_fused(x)
+            y_b = self.mamba_bwd.forward_fused(x, reverse=True)
+            return _merge(y_f, y_b, self.merge, dim=-1)
+        E = self.d_inner
+        xz = self.in_proj(x)  # (B, L, 2E)
+        concat = self.merge == "concat"
+        merged = x.new_empty(x.shape[0], x.shape[1], 2 * E if concat else E)
+        own = self.variant == "v2"
+        directions = (
+            (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D),
+            (
+                self.conv1d_b if own else self.conv1d,
+                self.x_proj_b if own else self.x_proj,
+                self.dt_proj_b if own else self.dt_proj,
+                self.A_b_log,
+                self.D_b if own else self.D,
+            ),
+        )
+        for index, params in enumerate(directions):
+            fused_inner(
+                xz[..., :E],
+                xz[..., E:],
+                *params,
+                reverse=index == 1,
+                out=merged[..., index * E : (index + 1) * E] if concat else merged,
+                scale=0.5 if self.merge == "mean" else 1.0,
+                accumulate=index == 1 and not concat,
+            )
+        del xz
+        return self.out_proj(merged)
 
     def init_state(self, *args: Any, **kwargs: Any) -> Any:
         """Not available: raises ``TypeError`` (a bidirectional mixer cannot stream)."""

@@ -26,6 +26,8 @@ from ssmkit.core.state import (
     check_state,
     check_step_input,
 )
+from ssmkit.kernels._dispatch import resolve_backend
+from ssmkit.kernels.selective_scan import fused_available, mamba_inner_inference
 
 __all__ = ["Mamba", "causal_conv1d", "selective_ssm"]
 
@@ -133,6 +135,58 @@ def _selective_scan(*args: Any, **kwargs: Any) -> Any:
     latter per shape. Everything around the scan (projections, conv, norms) still compiles.
     """
     return ops.selective_scan(*args, **kwargs)
+
+
+def can_fuse(x: torch.Tensor, module: nn.Module) -> bool:
+    """Whether ``module``'s forward on ``x`` may take the fused inference path.
+
+    That path (:func:`fused_inner`) runs conv, dt projection, softplus, scan, skip and gate in
+    native passes over the time-major ``in_proj`` output, with no transposes and no autograd. It
+    needs CPU fp32 tensors, no gradient being recorded, no autocast, no ``torch.compile`` trace,
+    the selective scan resolving to the ``cpu`` backend, and the native kernels built.
+    """
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    if resolve_backend("selective_scan", "auto", x.device) != "cpu":
+        return False
+    return fused_available(x, *module.parameters())
+
+
+@torch.compiler.disable
+def fused_inner(
+    xi: torch.Tensor,
+    z: torch.Tensor,
+    conv: nn.Conv1d,
+    x_proj: nn.Linear,
+    dt_proj: nn.Linear,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """The mixer interior between ``in_proj`` and ``out_proj`` by the fused inference kernels.
+
+    Args:
+        xi, z: ``(B, L, E)`` views of ``in_proj``'s output.
+        conv, x_proj, dt_proj, A_log, D: one direction's parameters.
+        **kwargs: ``reverse``, ``out``, ``scale``, ``accumulate`` of ``mamba_inner_inference``.
+
+    Returns:
+        ``(B, L, E)`` (``out`` when given): ``(scan + D u) * silu(z)``, times ``scale``.
+    """
+    return mamba_inner_inference(
+        xi,
+        z,
+        conv.weight,
+        conv.bias,
+        x_proj.weight,
+        dt_proj.weight,
+        dt_proj.bias,
+        -torch.exp(A_log.float()),
+        D.float(),
+        **kwargs,
+    )
 
 
 def selective_ssm(
@@ -387,6 +441,9 @@ class Mamba(nn.Module):
         check_sequence_inputs(name, x, self.d_model, mask, resets)
         if state is not None:
             check_state(state, ConvSSMState, name)
+        if state is None and resets is None and mask is None and not return_state:
+            if can_fuse(x, self):
+                return self.forward_fused(x)
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
         xi, z = xz.chunk(2, dim=1)
         conv, conv_state = causal_conv1d(
@@ -419,6 +476,32 @@ class Mamba(nn.Module):
         if return_state:
             return out, ConvSSMState(conv=conv_state, ssm=last)
         return out
+
+    def forward_fused(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """Inference from zero state, no mask/resets, by the fused kernels (see :func:`can_fuse`).
+
+        Args:
+            x: ``(B, L, D)``.
+            reverse: mix the reversed sequence, in and out in the original order (equals
+                ``forward(x.flip(1)).flip(1)`` without the flips).
+
+        Returns:
+            ``y (B, L, D)``.
+        """
+        xz = self.in_proj(x)  # (B, L, 2E), read in place by the fused kernels
+        E = self.d_inner
+        y = fused_inner(
+            xz[..., :E],
+            xz[..., E:],
+            self.conv1d,
+            self.x_proj,
+            self.dt_proj,
+            self.A_log,
+            self.D,
+            reverse=reverse,
+        )
+        del xz
+        return self.out_proj(y)
 
     def step(
         self, x: torch.Tensor, state: ConvSSMState, *, resets: torch.Tensor | None = None

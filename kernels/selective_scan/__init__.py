@@ -12,8 +12,9 @@ import importlib
 import torch
 
 from ssmkit.kernels._dispatch import resolve_backend
+from ssmkit.kernels.selective_scan.fused import fused_available, mamba_inner_inference
 
-__all__ = ["selective_scan"]
+__all__ = ["fused_available", "mamba_inner_inference", "selective_scan"]
 
 _OP = "selective_scan"
 _MODULES = {

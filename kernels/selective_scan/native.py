@@ -207,30 +207,49 @@ def _cache_dir() -> Path:
         return fallback
 
 
-def _build() -> ctypes.CDLL:
+def _build(
+    source: str = _SOURCE,
+    names: tuple[str, ...] = ("ss_forward", "ss_backward"),
+    stem: str = "selective_scan",
+    flag_sets: tuple[list[str], ...] = _FLAG_SETS,
+) -> ctypes.CDLL:
+    """Compile ``source`` to a shared library (cached by a hash of source, compiler and flags)."""
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC or install gcc)")
     folder = _cache_dir()
     errors = []
-    for flags in _FLAG_SETS:
+    for flags in flag_sets:
         key = hashlib.sha256(
-            "\0".join([_SOURCE, compiler, platform.machine(), *flags]).encode()
+            "\0".join([source, compiler, platform.machine(), *flags]).encode()
         ).hexdigest()[:16]
-        target = folder / f"selective_scan_{key}.so"
+        target = folder / f"{stem}_{key}.so"
         if not target.exists():
             with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                source = Path(tmp) / "selective_scan.c"
-                source.write_text(_SOURCE)
-                built = Path(tmp) / "selective_scan.so"
-                cmd = [compiler, *flags, "-shared", "-fPIC", "-o", str(built), str(source), "-lm"]
-                result = subprocess.run(cmd, capture_output=True, text=True)
+                source_file = Path(tmp) / f"{stem}.c"
+                source_file.write_text(source)
+                built = Path(tmp) / f"{stem}.so"
+                cmd = [
+                    compiler,
+                    *flags,
+                    "-shared",
+                    "-fPIC",
+                    "-o",
+                    str(built),
+                    str(source_file),
+                    "-lm",
+                ]
+                try:
+                    result = subprocess.run(cmd, capture_output=True, text=True)
+                except OSError as error:
+                    errors.append(f"{' '.join(cmd)}: {error}")
+                    continue
                 if result.returncode != 0:
                     errors.append(f"{' '.join(cmd)}: {result.stderr.strip()[:500]}")
                     continue
                 os.replace(built, target)  # atomic: concurrent builders never see half a file
         library = ctypes.CDLL(str(target))
-        for name in ("ss_forward", "ss_backward"):
+        for name in names:
             getattr(library, name).restype = None
         return library
     raise RuntimeError("; ".join(errors))

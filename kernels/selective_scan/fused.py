@@ -1,0 +1,382 @@
+"""Fused Mamba-1 mixer interior for inference on CPU: conv, SiLU, dt projection, softplus, scan,
+skip, gate, in time-major (B, L, E) layout, in one native pass per stage and no autograd.
+
+Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023),
+https://arxiv.org/abs/2312.00752 (Algorithm 2 with the ``mamba_ssm`` module layout); the reversed
+direction is Vision Mamba's (Zhu et al., 2024, https://arxiv.org/abs/2401.09417).
+
+Given ``xi``, ``z`` ``(B, L, E)`` (the two halves of ``in_proj``'s output, read in place through
+their row stride, so no transposes or copies), :func:`mamba_inner_inference` computes
+
+1. ``u_t = silu(conv_b + sum_k conv_w[k] xi_{t-(K-1)+k})`` (causal, zero history), or with
+   ``reverse`` the same causal conv of the reversed sequence, ``u_t = silu(conv_b + sum_k
+   conv_w[k] xi_{t+(K-1)-k})``, kept in original time order: one native stencil pass;
+2. ``x_dbl = u @ x_proj_w.T`` ``(B, L, R + 2N)`` = ``(dt, B, C)``: one BLAS matmul;
+3. one native pass over time (forward, or backward with ``reverse``) per block of 16 channels
+   (the SIMD lanes are channels, so ``B_t[n]``/``C_t[n]`` are broadcast scalars shared by the
+   block and the read-out needs no horizontal sum; the 16 x N state stays in registers):
+   ``Delta = softplus(dt_bias + dt_proj_w dt_t)`` (threshold 20), ``h = exp(Delta A) h +
+   Delta u_t B_t``, ``y_t = (<C_t, h> + D u_t) silu(z_t)``, written (or, with ``accumulate``,
+   added) as ``scale * y_t`` into ``out`` ``(B, L, E)`` at any row stride.
+
+So BiMamba's two directions share ``in_proj``'s output and write their mean straight into the
+``out_proj`` input. The exp is exp2 by Cody-Waite reduction (``vreduceps``), a degree-6 polynomial
+and ``vscalefps`` (~1 ulp, exact 0 for -inf, NaN-propagating); softplus is
+``max(x, 0) + log1p(exp(-|x|))`` with ``log1p(e) = 2 atanh(e / (2 + e))`` (no cancellation).
+Without AVX-512 a portable C loop with the same math runs. Inference only: nothing is saved for a
+backward, and the caller must not need gradients.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import warnings
+
+import torch
+
+from ssmkit.kernels.selective_scan.native import _build, _parts, _ptr, _run_parts
+
+LANES = 16  # channels per block (one AVX-512 vector)
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && !defined(SS_PORTABLE)
+#include <immintrin.h>
+#define SS_AVX512 1
+#endif
+
+#define LOG2E 1.44269504088896341f
+
+/* ---- portable scalar path ---- */
+static inline float sp_s(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+static inline float silu_s(float x) { return x / (1.0f + expf(-x)); }
+
+#ifdef SS_AVX512
+#define FMA _mm512_fmadd_ps
+#define SET1 _mm512_set1_ps
+/* 2^x: x = k + f, f in [-1/2, 1/2] (vreduceps), 2^f by a degree-6 fit (rel. error 2e-8). */
+static inline __m512 exp2_v(__m512 x) {
+    __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 p = SET1(1.5337577497120947e-4f);
+    p = FMA(p, f, SET1(1.3399859890341759e-3f));
+    p = FMA(p, f, SET1(9.618519805371761e-3f));
+    p = FMA(p, f, SET1(5.550329014658928e-2f));
+    p = FMA(p, f, SET1(2.4022646248340607e-1f));
+    p = FMA(p, f, SET1(6.931471824645996e-1f));
+    p = FMA(p, f, SET1(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+/* softplus, threshold 20: max(x, 0) + log1p(exp(-|x|)), log1p(e) = 2 atanh(s), s = e/(2+e). */
+static inline __m512 softplus_v(__m512 x) {
+    __m512 e = exp2_v(_mm512_mul_ps(_mm512_abs_ps(x), SET1(-LOG2E)));
+    __m512 s = _mm512_div_ps(e, _mm512_add_ps(e, SET1(2.0f)));
+    __m512 s2 = _mm512_mul_ps(s, s);
+    __m512 q = SET1(1.0f / 15.0f);
+    q = FMA(q, s2, SET1(1.0f / 13.0f));
+    q = FMA(q, s2, SET1(1.0f / 11.0f));
+    q = FMA(q, s2, SET1(1.0f / 9.0f));
+    q = FMA(q, s2, SET1(1.0f / 7.0f));
+    q = FMA(q, s2, SET1(1.0f / 5.0f));
+    q = FMA(q, s2, SET1(1.0f / 3.0f));
+    q = FMA(q, s2, SET1(1.0f));
+    __m512 r = FMA(_mm512_add_ps(s, s), q, _mm512_max_ps(x, _mm512_setzero_ps()));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, SET1(20.0f), _CMP_GT_OQ), r, x);
+}
+static inline __m512 silu_v(__m512 x) {
+    __m512 e = exp2_v(_mm512_mul_ps(x, SET1(-LOG2E)));
+    return _mm512_div_ps(x, _mm512_add_ps(e, SET1(1.0f)));
+}
+static inline __mmask16 lane_mask(int64_t e0, int64_t e_end) {
+    int64_t rem = e_end - e0;
+    return rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
+}
+#endif
+
+/* u[t, e] = silu(b[e] + sum_k wT[k, e] x[t + off(k), e]), off(k) = k - (K-1) (causal) or
+   (K-1) - k (reverse); x rows at stride sx, u rows at stride su; channels [e_begin, e_end). */
+void mf_conv_silu(const float* x, int64_t sx, const float* wT, const float* bias, float* u,
+                  int64_t su, int64_t L, int64_t E, int64_t K, int64_t reverse,
+                  int64_t e_begin, int64_t e_end) {
+    for (int64_t t = 0; t < L; ++t) {
+#ifdef SS_AVX512
+        for (int64_t e0 = e_begin; e0 < e_end; e0 += 16) {
+            __mmask16 m = lane_mask(e0, e_end);
+            __m512 acc = bias ? _mm512_maskz_loadu_ps(m, bias + e0) : _mm512_setzero_ps();
+            for (int64_t k = 0; k < K; ++k) {
+                int64_t j = reverse ? t + (K - 1) - k : t - (K - 1) + k;
+                if (j < 0 || j >= L) continue;
+                acc = FMA(_mm512_maskz_loadu_ps(m, wT + k * E + e0),
+                          _mm512_maskz_loadu_ps(m, x + j * sx + e0), acc);
+            }
+            _mm512_mask_storeu_ps(u + t * su + e0, m, silu_v(acc));
+        }
+#else
+        for (int64_t e = e_begin; e < e_end; ++e) {
+            float acc = bias ? bias[e] : 0.0f;
+            for (int64_t k = 0; k < K; ++k) {
+                int64_t j = reverse ? t + (K - 1) - k : t - (K - 1) + k;
+                if (j >= 0 && j < L) acc += wT[k * E + e] * x[j * sx + e];
+            }
+            u[t * su + e] = silu_s(acc);
+        }
+#endif
+    }
+}
+
+/* The scan. u (L, E) rows at stride su; xd (L, R + 2N) rows at stride sxd = (dt, B, C);
+   z rows at stride sz (or NULL); wT (R, E) = dt_proj_w transposed; bias (E,); a2 (N, E) =
+   A transposed times log2(e); D (E,) or NULL; out rows at stride so. */
+#ifdef SS_AVX512
+static inline __attribute__((always_inline)) void scan_block(
+        const float* u, int64_t su, const float* xd, int64_t sxd, const float* z, int64_t sz,
+        const float* wT, const float* bias, const float* a2, const float* D, float* out,
+        int64_t so, float scale, int64_t accumulate, int64_t reverse, int64_t L, int64_t E,
+        int64_t R, const int64_t N, int64_t e0, __mmask16 m) {
+    __m512 h[N], a[N];
+    for (int64_t n = 0; n < N; ++n) {
+        h[n] = _mm512_setzero_ps();
+        a[n] = _mm512_maskz_loadu_ps(m, a2 + n * E + e0);
+    }
+    const __m512 bv = _mm512_maskz_loadu_ps(m, bias + e0);
+    const __m512 dv = D ? _mm512_maskz_loadu_ps(m, D + e0) : _mm512_setzero_ps();
+    const __m512 sv = SET1(scale);
+    for (int64_t s = 0; s < L; ++s) {
+        const int64_t t = reverse ? L - 1 - s : s;
+        const float* row = xd + t * sxd;
+        __m512 dl = bv;
+        for (int64_t r = 0; r < R; ++r)
+            dl = FMA(SET1(row[r]), _mm512_maskz_loadu_ps(m, wT + r * E + e0), dl);
+        const __m512 delta = softplus_v(dl);
+        const __m512 uv = _mm512_maskz_loadu_ps(m, u + t * su + e0);
+        const __m512 du = _mm512_mul_ps(delta, uv);
+        const float *Bp = row + R, *Cp = row + R + N;
+        __m512 acc0 = _mm512_mul_ps(dv, uv), acc1 = _mm512_setzero_ps();
+        for (int64_t n = 0; n < N; n += 2) {
+            __m512 d0 = exp2_v(_mm512_mul_ps(delta, a[n]));
+            h[n] = FMA(d0, h[n], _mm512_mul_ps(du, SET1(Bp[n])));
+            acc0 = FMA(SET1(Cp[n]), h[n], acc0);
+            if (n + 1 < N) {
+                __m512 d1 = exp2_v(_mm512_mul_ps(delta, a[n + 1]));
+                h[n + 1] = FMA(d1, h[n + 1], _mm512_mul_ps(du, SET1(Bp[n + 1])));
+                acc1 = FMA(SET1(Cp[n + 1]), h[n + 1], acc1);
+            }
+        }
+        __m512 y = _mm512_add_ps(acc0, acc1);
+        if (z) {
+            __m512 zv = _mm512_maskz_loadu_ps(m, z + t * sz + e0);
+            y = _mm512_mul_ps(y, silu_v(zv));
+        }
+        float* op = out + t * so + e0;
+        y = accumulate ? FMA(y, sv, _mm512_maskz_loadu_ps(m, op)) : _mm512_mul_ps(y, sv);
+        _mm512_mask_storeu_ps(op, m, y);
+    }
+}
+#endif
+
+void mf_scan(const float* u, int64_t su, const float* xd, int64_t sxd, const float* z,
+             int64_t sz, const float* wT, const float* bias, const float* a2, const float* D,
+             float* out, int64_t so, float scale, int64_t accumulate, int64_t reverse,
+             int64_t L, int64_t E, int64_t R, int64_t N, int64_t e_begin, int64_t e_end) {
+#ifdef SS_AVX512
+    for (int64_t e0 = e_begin; e0 < e_end; e0 += 16) {
+        __mmask16 m = lane_mask(e0, e_end);
+        if (N == 16)
+            scan_block(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
+                       reverse, L, E, R, 16, e0, m);
+        else
+            scan_block(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
+                       reverse, L, E, R, N, e0, m);
+    }
+#else
+    float h[N];
+    for (int64_t e = e_begin; e < e_end; ++e) {
+        for (int64_t n = 0; n < N; ++n) h[n] = 0.0f;
+        for (int64_t s = 0; s < L; ++s) {
+            const int64_t t = reverse ? L - 1 - s : s;
+            const float* row = xd + t * sxd;
+            float dl = bias[e];
+            for (int64_t r = 0; r < R; ++r) dl += row[r] * wT[r * E + e];
+            const float delta = sp_s(dl), uv = u[t * su + e], du = delta * uv;
+            float y = D ? D[e] * uv : 0.0f;
+            for (int64_t n = 0; n < N; ++n) {
+                h[n] = exp2f(delta * a2[n * E + e]) * h[n] + du * row[R + n];
+                y += row[R + N + n] * h[n];
+            }
+            if (z) y *= silu_s(z[t * sz + e]);
+            float* op = out + t * so + e;
+            *op = accumulate ? *op + scale * y : scale * y;
+        }
+    }
+#endif
+}
+"""
+
+_NAMES = ("mf_conv_silu", "mf_scan")
+
+
+@functools.cache
+def fused_library() -> ctypes.CDLL | None:
+    """The compiled fused kernels, or None (with one warning) when they cannot be built.
+
+    ``SSMKIT_NATIVE=0`` disables them (callers then take the unfused path).
+    """
+    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
+        return None
+    try:
+        return _build(_SOURCE, _NAMES, "mamba_fused")
+    except (OSError, RuntimeError) as error:
+        warnings.warn(
+            f"mamba_inner_inference: could not build the fused CPU kernels ({error}); the "
+            "unfused path runs. Install a C compiler (gcc/clang) to get them.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def fused_available(*tensors: torch.Tensor | None) -> bool:
+    """Whether :func:`mamba_inner_inference` can run on these tensors now.
+
+    True when the kernels are built, every tensor is an fp32 CPU tensor, and no gradient is being
+    recorded for any of them (``torch.no_grad`` / ``torch.inference_mode``, or no tensor requires
+    grad).
+    """
+    present = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in present):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
+        return False
+    return fused_library() is not None
+
+
+def _block_parts(channels: int) -> list[tuple[int, int]]:
+    """Channel ranges for the threads, cut at multiples of LANES."""
+    blocks = -(-channels // LANES)
+    return [(lo * LANES, min(hi * LANES, channels)) for lo, hi in _parts(blocks)]
+
+
+def _rows(name: str, t: torch.Tensor, batch: int, length: int, channels: int) -> None:
+    if t.dim() != 3 or tuple(t.shape) != (batch, length, channels) or t.stride(-1) != 1:
+        raise ValueError(
+            f"mamba_inner_inference: {name} must be (B, L, E) = {(batch, length, channels)} with "
+            f"unit stride in E, got shape {tuple(t.shape)}, strides {t.stride()}."
+        )
+
+
+def mamba_inner_inference(
+    xi: torch.Tensor,
+    z: torch.Tensor | None,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    x_proj_weight: torch.Tensor,
+    dt_proj_weight: torch.Tensor,
+    dt_proj_bias: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor | None,
+    *,
+    reverse: bool = False,
+    out: torch.Tensor | None = None,
+    scale: float = 1.0,
+    accumulate: bool = False,
+) -> torch.Tensor:
+    """Mamba-1 mixer interior between ``in_proj`` and ``out_proj``, inference only (fp32, CPU).
+
+    Args:
+        xi: ``(B, L, E)`` conv input, unit stride in E (a view of ``in_proj``'s output is fine).
+        z: ``(B, L, E)`` gate (same layout rule) or None.
+        conv_weight: ``(E, 1, K)`` depthwise causal conv (``nn.Conv1d`` layout); conv_bias ``(E,)``.
+        x_proj_weight: ``(R + 2N, E)``; dt_proj_weight ``(E, R)``; dt_proj_bias ``(E,)``.
+        A: ``(E, N)`` (``-exp(A_log)``); D: ``(E,)`` or None.
+        reverse: run the direction over the reversed sequence (its own causal conv and scan),
+            with inputs and output in the original time order.
+        out: ``(B, L, E)`` fp32, unit stride in E, to write into (a new tensor when None).
+        scale: the result is multiplied by it (0.5 for BiMamba's mean).
+        accumulate: add into ``out`` instead of overwriting it.
+
+    Returns:
+        ``out`` ``(B, L, E)``: ``scale * (scan(u) + D u) * silu(z)`` (plus ``out``'s old value when
+        ``accumulate``).
+    """
+    library = fused_library()
+    if library is None:
+        raise RuntimeError("mamba_inner_inference: the fused CPU kernels are not available.")
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad
+        for t in (xi, z, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D)
+    ):
+        raise RuntimeError(
+            "mamba_inner_inference is inference only (no backward); run it under torch.no_grad() "
+            "or torch.inference_mode(), or use selective_scan for training."
+        )
+    batch, length, channels = xi.shape
+    n_state = A.shape[1]
+    rank = dt_proj_weight.shape[1]
+    k = conv_weight.shape[-1]
+    _rows("xi", xi, batch, length, channels)
+    if z is not None:
+        _rows("z", z, batch, length, channels)
+    if out is None:
+        if accumulate:
+            raise ValueError("mamba_inner_inference: accumulate=True needs an out tensor.")
+        out = torch.empty(batch, length, channels)
+    else:
+        _rows("out", out, batch, length, channels)
+    if x_proj_weight.shape != (rank + 2 * n_state, channels):
+        raise ValueError(
+            f"mamba_inner_inference: x_proj_weight must be (R + 2N, E) = "
+            f"{(rank + 2 * n_state, channels)}, got {tuple(x_proj_weight.shape)}."
+        )
+    wT_conv = conv_weight.reshape(channels, k).t().contiguous()  # (K, E)
+    wT_dt = dt_proj_weight.t().contiguous()  # (R, E)
+    a2 = (A.t() * 1.4426950408889634).contiguous()  # (N, E), exp(d A) = 2^(d A log2 e)
+    bias_c = None if conv_bias is None else conv_bias.contiguous()
+    dt_bias = dt_proj_bias.contiguous()
+    D_c = None if D is None else D.contiguous()
+    parts = _block_parts(channels)
+    u = torch.empty(length, channels)
+    ints = ctypes.c_int64
+    for b in range(batch):
+        xb, zb, ob = xi[b], None if z is None else z[b], out[b]
+        _run_parts(
+            library.mf_conv_silu,
+            parts,
+            lambda i, lo, hi, xb=xb: (
+                _ptr(xb),
+                ints(xb.stride(0)),
+                _ptr(wT_conv),
+                _ptr(bias_c),
+                _ptr(u),
+                ints(channels),
+                *map(ints, (length, channels, k, int(reverse), lo, hi)),
+            ),
+        )
+        x_dbl = torch.mm(u, x_proj_weight.t())  # (L, R + 2N)
+        _run_parts(
+            library.mf_scan,
+            parts,
+            lambda i, lo, hi, zb=zb, ob=ob, x_dbl=x_dbl: (
+                _ptr(u),
+                ints(channels),
+                _ptr(x_dbl),
+                ints(x_dbl.stride(0)),
+                _ptr(zb),
+                ints(0 if zb is None else zb.stride(0)),
+                _ptr(wT_dt),
+                _ptr(dt_bias),
+                _ptr(a2),
+                _ptr(D_c),
+                _ptr(ob),
+                ints(ob.stride(0)),
+                ctypes.c_float(scale),
+                *map(
+                    ints, (int(accumulate), int(reverse), length, channels, rank, n_state, lo, hi)
+                ),
+            ),
+        )
+    return out
