@@ -255,13 +255,22 @@ class ImageClassificationTask(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = require("timm.optim", "vision")
         h = self.hparams
-        optimizer = optim.create_optimizer_v2(
-            self.model,
-            opt=h.opt,
-            lr=h.lr,
-            weight_decay=h.weight_decay,
-            layer_decay=h.layer_decay,
-        )
+        # timm leaves parameters that do not require grad out of the optimizer; a frozen backbone
+        # joins it too (its grads stay None, so it does not move) so that unfreezing trains it.
+        frozen = [p for p in self.model.parameters() if not p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(True)
+        try:
+            optimizer = optim.create_optimizer_v2(
+                self.model,
+                opt=h.opt,
+                lr=h.lr,
+                weight_decay=h.weight_decay,
+                layer_decay=h.layer_decay,
+            )
+        finally:
+            for p in frozen:
+                p.requires_grad_(False)
         # Layer-wise decay: timm stores each group's factor as ``lr_scale`` and only timm's own
         # schedulers apply it; bake it into the group lr so LambdaLR keeps the ratios.
         for group in optimizer.param_groups:

@@ -124,6 +124,44 @@ def test_init_checkpoint_freeze_and_predict_csv(folder: Path, tmp_path: Path) ->
     assert sorted(Path(r[0]).name for r in rows[1:]) == ["0.png", "1.png", "2.png"]
 
 
+def test_unfreeze_at_epoch_trains_the_backbone(folder: Path, tmp_path: Path) -> None:
+    """Frozen for epoch 0 (head only), then the backbone joins: it must be in the optimizer."""
+    from lightning.pytorch import Callback
+
+    class Snapshot(Callback):
+        def __init__(self) -> None:
+            self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            model = pl_module.model
+            self.weights.append(
+                (
+                    model.layers[0].mixer.in_proj.weight.detach().clone(),
+                    model.head.weight.detach().clone(),
+                )
+            )
+
+    dm = ImageFolderDataModule(str(folder), img_size=32, batch_size=4, num_workers=0)
+    task = ImageClassificationTask(
+        "vision.vim_tiny",
+        num_classes=2,
+        model_kwargs=TINY,
+        lr=1e-2,
+        freeze_backbone=True,
+        unfreeze_at_epoch=1,
+    )
+    start = task.model.layers[0].mixer.in_proj.weight.detach().clone()
+    snap = Snapshot()
+    trainer = _trainer(
+        tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=0, callbacks=[snap]
+    )
+    trainer.fit(task, datamodule=dm)
+    (backbone0, head0), (backbone1, head1) = snap.weights
+    assert torch.equal(backbone0, start)  # epoch 0: frozen
+    assert not torch.equal(backbone1, backbone0)  # epoch 1: trained
+    assert not torch.equal(head1, head0)
+
+
 def test_bad_folders_are_explained(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         ImageFolderDataModule(str(tmp_path / "nope"), num_workers=0).num_classes  # noqa: B018
@@ -149,6 +187,9 @@ def test_bad_folders_are_explained(folder: Path, tmp_path: Path) -> None:
         ImageClassificationTask(
             "vision.vim_tiny", num_classes=2, model_kwargs=TINY, init_checkpoint="/no/file.pth"
         )
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match="predict_dir.*contains no images"):
+        ImageFolderDataModule(str(tmp_path), num_workers=0, predict_dir="nothing").setup("predict")
 
 
 def test_cli_fit_from_recipe(folder: Path, tmp_path: Path) -> None:
@@ -272,3 +313,40 @@ def test_ddp_two_cpu_processes(folder: Path, tmp_path: Path) -> None:
     assert ranks[0]["initial"] == ranks[1]["initial"]
     assert ranks[0]["final"] == ranks[1]["final"] != ranks[0]["initial"]
     assert ranks[0]["val_top1"] == ranks[1]["val_top1"]
+
+
+def test_cli_predict_folder_to_csv_with_init_checkpoint(folder: Path, tmp_path: Path) -> None:
+    """The README's `ssmkit predict` line: a recipe, --model.init_checkpoint, a folder -> CSV."""
+    from ssmkit.__main__ import main
+
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=16, depth=1, d_state=2, expand=1)
+    source = ImageClassificationTask("vision.vim_tiny", num_classes=2, model_kwargs=kwargs)
+    with torch.no_grad():
+        source.model.head.bias.copy_(torch.tensor([-50.0, 50.0]))  # every image -> "dog"
+    ckpt = tmp_path / "init.pth"
+    torch.save({"model": source.model.state_dict()}, ckpt)
+    out = tmp_path / "preds.csv"
+    code = main(
+        [
+            "predict",
+            "--config",
+            str(CONFIGS / "vim_tiny_finetune.yaml"),
+            f"--data.data_dir={folder}",
+            "--data.predict_dir=unlabelled",
+            "--data.img_size=32",
+            "--data.batch_size=2",
+            "--data.num_workers=0",
+            "--model.num_classes=2",
+            "--model.model_name=vision.vim_tiny",
+            f"--model.model_kwargs={json.dumps(kwargs)}",
+            f"--model.init_checkpoint={ckpt}",
+            "--trainer.callbacks+=ssmkit.vision.task.PredictionCSVWriter",
+            f"--trainer.callbacks.output_path={out}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert code == 0
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["path", "class", "confidence"]
+    assert [Path(r[0]).name for r in rows[1:]] == ["0.png", "1.png", "2.png"]
+    assert all(r[1] == "dog" and float(r[2]) > 0.99 for r in rows[1:])
