@@ -1,14 +1,18 @@
-"""Pieces shared by the separators: waveform checks, the TasNet conv encoder/decoder, norms and
-the pre-norm bidirectional Mamba residual stack (Mamba-TasNet / DPMamba, Jiang et al. 2024).
+"""Pieces shared by the separators: waveform checks, the TasNet conv encoder/decoder, and the
+masking TasNet skeleton that Mamba-TasNet and DPMamba fill with their separators (Luo & Mesgarani
+2019; Jiang et al. 2024). The bidirectional Mamba stacks themselves come from ``ssmkit.core``
+(:func:`bimamba_stack`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssmkit.core import BiMamba, RMSNorm
+from ssmkit.core import SequenceBackbone, register_model
 
 
 def as_waveform_batch(x: torch.Tensor, owner: str) -> torch.Tensor:
@@ -27,6 +31,53 @@ def as_waveform_batch(x: torch.Tensor, owner: str) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{owner}: the mixture must be floating point, got {x.dtype}.")
     return x
+
+
+def register_sizes(
+    family: str, title: str, cls: type[nn.Module], sizes: dict[str, dict], tiny: dict
+) -> None:
+    """Register ``audio.<family>_<size>`` for each published size (keyword overrides win).
+
+    Args:
+        family: registry family, e.g. ``"mamba_tasnet"``.
+        title: human name for the description, e.g. ``"Mamba-TasNet"``.
+        cls: the separator class. sizes: ``{size: constructor kwargs}``. tiny: test-sweep kwargs.
+    """
+
+    def example(model: nn.Module) -> tuple[torch.Tensor]:
+        return (torch.randn(2, 203),)
+
+    def builder(defaults: dict) -> Callable[..., nn.Module]:
+        def factory(**kwargs: object) -> nn.Module:
+            return cls(**{**defaults, **kwargs})
+
+        return factory
+
+    for size, defaults in sizes.items():
+        described = ", ".join(f"{k} {v}" for k, v in defaults.items())
+        register_model(
+            f"audio.{family}_{size}",
+            tiny=tiny,
+            example_inputs=example,
+            description=f"{title} {size.upper()} ({described})",
+        )(builder(defaults))
+
+
+def bimamba_stack(
+    d_model: int, n_layers: int, d_state: int = 16, d_conv: int = 4, expand: float = 2
+) -> SequenceBackbone:
+    """``n_layers`` pre-norm residual Vim-v2 bidirectional Mamba blocks plus a final RMSNorm.
+
+    The separator of Mamba-TasNet and the paths of DPMamba (Jiang et al., arXiv 2407.09732):
+    mamba_ssm's "add -> norm -> mixer" blocks with shared in/out projections and the two
+    directions averaged, i.e. :class:`ssmkit.core.SequenceBackbone` with ``mixer="bimamba"``.
+
+    Shapes: ``(B, L, D) -> (B, L, D)``.
+    """
+    mixer = {"variant": "v2", "merge": "mean", "d_state": d_state, "d_conv": d_conv}
+    return SequenceBackbone(
+        d_model, n_layers, mixer="bimamba", mixer_kwargs=mixer | {"expand": expand}
+    )
 
 
 class ConvEncoder(nn.Module):
@@ -71,49 +122,38 @@ class ConvDecoder(nn.Module):
         return self.deconv(w)[:, 0, self.left : self.left + length]
 
 
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of ``(B, C, L)`` (Conv-TasNet's "cLN")."""
+class MaskingTasNet(nn.Module):
+    """The TasNet skeleton: encoder, LayerNorm, separator-made masks, masked decoding.
 
-    def __init__(self, channels: int, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(channels, eps=eps)
+    Luo & Mesgarani, "Conv-TasNet", IEEE/ACM TASLP 27(8), 2019; the skeleton of Mamba-TasNet and
+    DPMamba (Jiang et al., arXiv 2407.09732 and 2403.18257).
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+    ``w = ReLU(Conv1d(1 -> N, k, s))(x)``; ``m = masks(LayerNorm_N(w))``; ``s_i = Deconv(m_i * w)``.
+    Subclasses implement :meth:`masks` on channels-last frames (``(B, F, N) -> (B, F, n_src, N)``,
+    non-negative), so the stacks of ``ssmkit.core`` run on ``(B, L, D)`` without transposes.
 
-
-class BiMambaStack(nn.Module):
-    """``n_layers`` pre-norm residual bidirectional Mamba blocks plus a final RMSNorm.
-
-    Each block is ``x = x + BiMamba(RMSNorm(x))`` (mamba_ssm's "add -> norm -> mixer" Block with a
-    Vim-v2 bidirectional mixer, as in Mamba-TasNet and DPMamba; Jiang et al., arXiv 2407.09732).
-
-    Args:
-        d_model: width ``D``.
-        n_layers: number of blocks.
-        variant, merge: :class:`ssmkit.core.BiMamba` form (Mamba-TasNet: ``"v2"``, ``"mean"``).
-        **mamba_kwargs: ``d_state``, ``d_conv``, ``expand``, ...
-
-    Shapes: ``(B, L, D) -> (B, L, D)``.
+    Shapes: ``(B, T)`` or ``(B, 1, T)`` -> ``(B, n_src, T)``, any ``T >= 1``.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int,
-        variant: str = "v2",
-        merge: str = "mean",
-        **mamba_kwargs: object,
-    ) -> None:
+    def __init__(self, n_src: int, n_filters: int, kernel_size: int = 16, stride: int = 8) -> None:
         super().__init__()
-        self.norms = nn.ModuleList(RMSNorm(d_model) for _ in range(n_layers))
-        self.mixers = nn.ModuleList(
-            BiMamba(d_model, variant=variant, merge=merge, layer_idx=i, **mamba_kwargs)
-            for i in range(n_layers)
-        )
-        self.norm_f = RMSNorm(d_model)
+        if n_src < 1:
+            raise ValueError(f"{type(self).__name__}: n_src must be >= 1, got {n_src}.")
+        self.n_src, self.n_filters = n_src, n_filters
+        self.encoder = ConvEncoder(n_filters, kernel_size, stride)
+        self.norm = nn.LayerNorm(n_filters, eps=1e-8)  # Conv-TasNet's channel-wise LayerNorm
+        self.decoder = ConvDecoder(n_filters, kernel_size, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for norm, mixer in zip(self.norms, self.mixers, strict=True):
-            x = x + mixer(norm(x))
-        return self.norm_f(x)
+    def masks(self, w: torch.Tensor) -> torch.Tensor:
+        """``(B, F, N)`` normalised encoder frames -> ``(B, F, n_src, N)`` masks."""
+        raise NotImplementedError
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        """Separate ``mixture (B, T)`` or ``(B, 1, T)`` into ``(B, n_src, T)``."""
+        x = as_waveform_batch(mixture, type(self).__name__)
+        batch, length = x.shape
+        w = self.encoder(x).transpose(1, 2)  # (B, F, N), a view
+        masks = self.masks(self.norm(w))  # (B, F, n_src, N)
+        est = (masks * w[:, :, None]).permute(0, 2, 3, 1)  # (B, n_src, N, F)
+        est = est.reshape(batch * self.n_src, self.n_filters, -1)
+        return self.decoder(est, length).view(batch, self.n_src, length)

@@ -6,25 +6,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssmkit.audio.blocks import (
-    BiMambaStack,
-    ChannelLayerNorm,
-    ConvDecoder,
-    ConvEncoder,
-    as_waveform_batch,
-)
-from ssmkit.core import register_model
+from ssmkit.audio.blocks import MaskingTasNet, bimamba_stack, register_sizes
 
-# (d_model = N = B, n_mamba) per published size; WSJ0-2mix SI-SNRi 19.0 / 21.4 / 22.4 / 23.7 dB.
-SIZES: dict[str, tuple[int, int]] = {
-    "xs": (128, 16),
-    "s": (256, 16),
-    "m": (256, 32),
-    "l": (512, 32),
+# published sizes (N = B = d_model, n_mamba); WSJ0-2mix SI-SNRi 19.0 / 21.4 / 22.4 / 23.7 dB,
+# 2.2M / 7.9M / 15.6M / 59.6M parameters.
+SIZES: dict[str, dict] = {
+    "xs": {"n_filters": 128, "d_model": 128, "n_layers": 16},
+    "s": {"n_filters": 256, "d_model": 256, "n_layers": 16},
+    "m": {"n_filters": 256, "d_model": 256, "n_layers": 32},
+    "l": {"n_filters": 512, "d_model": 512, "n_layers": 32},
 }
 
 
-class MambaTasNet(nn.Module):
+class MambaTasNet(MaskingTasNet):
     """Mamba-TasNet: a TasNet whose separator is a stack of bidirectional Mamba blocks.
 
     Jiang et al., "Speech Slytherin: Examining the Performance and Efficiency of Mamba for Speech
@@ -32,7 +26,9 @@ class MambaTasNet(nn.Module):
 
     ``Conv1d(1 -> N, 16, stride 8) + ReLU -> channel LayerNorm -> 1x1 conv N -> B -> n_mamba
     pre-norm residual BiMamba-v2 blocks (RMSNorm; d_state 16, d_conv 4, expand 2) -> 1x1 conv
-    B -> n_src * N -> ReLU masks -> ConvTranspose1d(N -> 1, 16, stride 8)``.
+    B -> n_src * N -> ReLU masks -> ConvTranspose1d(N -> 1, 16, stride 8)``. The 1x1 convs run
+    as ``nn.Linear`` on channels-last frames (same parameters); the stack is
+    :class:`ssmkit.core.SequenceBackbone` with ``mixer="bimamba"``.
 
     Args:
         n_src: number of speakers.
@@ -57,63 +53,18 @@ class MambaTasNet(nn.Module):
         d_conv: int = 4,
         expand: float = 2,
     ) -> None:
-        super().__init__()
-        if n_src < 1:
-            raise ValueError(f"MambaTasNet: n_src must be >= 1, got {n_src}.")
-        self.n_src, self.n_filters = n_src, n_filters
-        self.encoder = ConvEncoder(n_filters, kernel_size, stride)
-        self.norm = ChannelLayerNorm(n_filters)
-        self.bottleneck = nn.Conv1d(n_filters, d_model, 1)
-        self.separator = BiMambaStack(
-            d_model, n_layers, variant="v2", merge="mean", d_state=d_state, d_conv=d_conv,
-            expand=expand,
-        )  # fmt: skip
-        self.mask_conv = nn.Conv1d(d_model, n_src * n_filters, 1)
-        self.decoder = ConvDecoder(n_filters, kernel_size, stride)
+        super().__init__(n_src, n_filters, kernel_size, stride)
+        self.bottleneck = nn.Linear(n_filters, d_model)
+        self.separator = bimamba_stack(d_model, n_layers, d_state, d_conv, expand)
+        self.mask_proj = nn.Linear(d_model, n_src * n_filters)
 
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        """Separate ``mixture (B, T)`` or ``(B, 1, T)`` into ``(B, n_src, T)``."""
-        x = as_waveform_batch(mixture, type(self).__name__)
-        length = x.shape[-1]
-        w = self.encoder(x)  # (B, N, F)
-        h = self.bottleneck(self.norm(w))  # (B, D, F)
-        h = self.separator(h.transpose(1, 2)).transpose(1, 2)
-        masks = F.relu(self.mask_conv(h)).view(x.shape[0], self.n_src, self.n_filters, -1)
-        est = (masks * w[:, None]).flatten(0, 1)  # (B * n_src, N, F)
-        return self.decoder(est, length).view(x.shape[0], self.n_src, length)
+    def masks(self, w: torch.Tensor) -> torch.Tensor:
+        """``(B, F, N)`` -> ReLU masks ``(B, F, n_src, N)``."""
+        h = self.separator(self.bottleneck(w))  # (B, F, D)
+        return F.relu(self.mask_proj(h)).unflatten(-1, (self.n_src, self.n_filters))
 
 
-def _example(model: nn.Module) -> tuple[torch.Tensor]:
-    return (torch.randn(2, 203),)
-
-
-def _make(size: str, kwargs: dict) -> MambaTasNet:
-    d, n = SIZES[size]
-    return MambaTasNet(**{"n_filters": d, "d_model": d, "n_layers": n, **kwargs})
-
-
-_TINY = {"n_filters": 16, "d_model": 16, "n_layers": 2, "d_state": 4}
-
-
-@register_model("audio.mamba_tasnet_xs", tiny=_TINY, example_inputs=_example)
-def mamba_tasnet_xs(**kwargs: object) -> MambaTasNet:
-    """Mamba-TasNet XS (N = B = 128, 16 BiMamba blocks, ~2.2M params)."""
-    return _make("xs", kwargs)
-
-
-@register_model("audio.mamba_tasnet_s", tiny=_TINY, example_inputs=_example)
-def mamba_tasnet_s(**kwargs: object) -> MambaTasNet:
-    """Mamba-TasNet S (N = B = 256, 16 BiMamba blocks, ~7.9M params)."""
-    return _make("s", kwargs)
-
-
-@register_model("audio.mamba_tasnet_m", tiny=_TINY, example_inputs=_example)
-def mamba_tasnet_m(**kwargs: object) -> MambaTasNet:
-    """Mamba-TasNet M (N = B = 256, 32 BiMamba blocks, ~15.6M params)."""
-    return _make("m", kwargs)
-
-
-@register_model("audio.mamba_tasnet_l", tiny=_TINY, example_inputs=_example)
-def mamba_tasnet_l(**kwargs: object) -> MambaTasNet:
-    """Mamba-TasNet L (N = B = 512, 32 BiMamba blocks, ~59.6M params)."""
-    return _make("l", kwargs)
+register_sizes(
+    "mamba_tasnet", "Mamba-TasNet", MambaTasNet, SIZES,
+    tiny={"n_filters": 16, "d_model": 16, "n_layers": 2, "d_state": 4},
+)  # fmt: skip

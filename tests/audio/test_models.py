@@ -61,9 +61,11 @@ def test_published_parameter_counts(name: str, millions: float) -> None:
 
 @pytest.mark.parametrize("length", [1, 7, 8, 37, 64])
 def test_dual_path_chunking_round_trip(length: int) -> None:
-    x = torch.randn(2, 3, length)
+    x = torch.randn(2, length, 3)  # channels-last frames (B, L, N)
     chunks, gap = chunk(x, 8)
-    assert chunks.shape[:3] == (2, 3, 8)
+    assert chunks.shape[0] == 2 and chunks.shape[2:] == (8, 3)
+    # consecutive chunks overlap by half a chunk
+    torch.testing.assert_close(chunks[:, 1:, :4], chunks[:, :-1, 4:])
     # every frame is covered by exactly two 50 %-overlapping chunks
     torch.testing.assert_close(overlap_add(chunks, gap), 2 * x)
 
