@@ -129,6 +129,21 @@ void mf_conv_silu(const float* x, int64_t sx, const float* wT, const float* bias
     }
 }
 
+#ifdef SS_AVX512
+/* softplus(bias + sum_r row[r] wT[r, :]) for one block of channels (two partial sums). */
+static inline __m512 delta_at(const float* row, const float* wT, __m512 bv, int64_t R, int64_t E,
+                              int64_t e0, __mmask16 m) {
+    __m512 d0 = bv, d1 = _mm512_setzero_ps();
+    int64_t r = 0;
+    for (; r + 1 < R; r += 2) {
+        d0 = FMA(SET1(row[r]), _mm512_maskz_loadu_ps(m, wT + r * E + e0), d0);
+        d1 = FMA(SET1(row[r + 1]), _mm512_maskz_loadu_ps(m, wT + (r + 1) * E + e0), d1);
+    }
+    if (r < R) d0 = FMA(SET1(row[r]), _mm512_maskz_loadu_ps(m, wT + r * E + e0), d0);
+    return softplus_v(_mm512_add_ps(d0, d1));
+}
+#endif
+
 /* The scan. u (L, E) rows at stride su; xd (L, R + 2N) rows at stride sxd = (dt, B, C);
    z rows at stride sz (or NULL); wT (R, E) = dt_proj_w transposed; bias (E,); a2 (N, E) =
    A transposed times log2(e); D (E,) or NULL; out rows at stride so. */
@@ -146,13 +161,15 @@ static inline __attribute__((always_inline)) void scan_block(
     const __m512 bv = _mm512_maskz_loadu_ps(m, bias + e0);
     const __m512 dv = D ? _mm512_maskz_loadu_ps(m, D + e0) : _mm512_setzero_ps();
     const __m512 sv = SET1(scale);
+    /* Delta does not depend on the state: it is computed one step ahead, so its latency hides
+       behind the state update. */
+    __m512 delta_next = delta_at(xd + (reverse ? L - 1 : 0) * sxd, wT, bv, R, E, e0, m);
     for (int64_t s = 0; s < L; ++s) {
         const int64_t t = reverse ? L - 1 - s : s;
         const float* row = xd + t * sxd;
-        __m512 dl = bv;
-        for (int64_t r = 0; r < R; ++r)
-            dl = FMA(SET1(row[r]), _mm512_maskz_loadu_ps(m, wT + r * E + e0), dl);
-        const __m512 delta = softplus_v(dl);
+        const __m512 delta = delta_next;
+        const int64_t t_next = s + 1 < L ? (reverse ? t - 1 : t + 1) : t;
+        delta_next = delta_at(xd + t_next * sxd, wT, bv, R, E, e0, m);
         const __m512 uv = _mm512_maskz_loadu_ps(m, u + t * su + e0);
         const __m512 du = _mm512_mul_ps(delta, uv);
         const float *Bp = row + R, *Cp = row + R + N;
