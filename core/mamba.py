@@ -227,9 +227,11 @@ def selective_ssm(
     dt, B, C = torch.split(x_dbl, [rank, d_state, d_state], dim=1)
     with torch.autocast(device_type=u.device.type, enabled=False):
         delta = torch.matmul(dt_proj_weight.float(), dt.float())  # (B, E, L), fp32
-        delta = F.softplus(delta + dt_proj_bias.float()[:, None])
+        delta_bias = dt_proj_bias.float()
         if mask is not None:
-            delta = delta * mask[:, None, :]
+            # pads get Delta = 0 after the softplus, so it cannot be left to the kernel
+            delta = F.softplus(delta + delta_bias[:, None]) * mask[:, None, :]
+            delta_bias = None
         A = -torch.exp(A_log.float())
         out = _selective_scan(
             u,
@@ -239,6 +241,8 @@ def selective_ssm(
             C,
             D.float(),
             z=z,
+            delta_bias=delta_bias,
+            delta_softplus=mask is None,
             return_last_state=return_last_state,
             initial_state=initial_state,
             resets=resets,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ssmkit.kernels.selective_scan.reference import compute_dtype
 
-# core(u, dt, A, B, C, h0, keep) -> (y, last_state):
+# core(u, dt, A, B, C, h0, keep[, delta_bias, delta_softplus]) -> (y, last_state):
 # u, dt (b, E, L); A (E, N); B, C (b, G, N, L); h0 (b, E, N) or None; keep (b, L) or None.
 ScanCore = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -35,15 +35,24 @@ def scan_with_core(
     initial_state: torch.Tensor | None = None,
     reverse: bool = False,
     resets: torch.Tensor | None = None,
+    fuses_delta: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """``selective_scan`` (arguments, shapes and returns as there) around a scan ``core``."""
+    """``selective_scan`` (arguments, shapes and returns as there) around a scan ``core``.
+
+    With ``fuses_delta`` the core takes two more arguments, ``(delta_bias, delta_softplus)``, and
+    applies them itself to the raw ``delta`` (then the step sizes are never materialised here).
+    """
     dtype = compute_dtype(u.dtype)
     u32 = u.to(dtype)
     dt = delta.to(dtype)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(dtype)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)  # threshold 20, as mamba_ssm
+    extra: tuple = ()
+    if fuses_delta:
+        extra = (None if delta_bias is None else delta_bias.to(dtype), delta_softplus)
+    else:
+        if delta_bias is not None:
+            dt = dt + delta_bias.to(dtype)[:, None]
+        if delta_softplus:
+            dt = F.softplus(dt)  # threshold 20, as mamba_ssm
     Bg = (B if B.dim() == 4 else B.unsqueeze(1)).to(dtype)
     Cg = (C if C.dim() == 4 else C.unsqueeze(1)).to(dtype)
     keep = None if resets is None else (~resets).to(dtype)
@@ -52,7 +61,7 @@ def scan_with_core(
         keep = None if keep is None else keep.flip(-1)
     h0 = None if initial_state is None else initial_state.to(dtype)
 
-    y, last = core(u32, dt, A.to(dtype), Bg, Cg, h0, keep)
+    y, last = core(u32, dt, A.to(dtype), Bg, Cg, h0, keep, *extra)
     if D is not None:
         y = y + D.to(dtype)[:, None] * u32
     if z is not None:

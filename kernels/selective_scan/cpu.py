@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ssmkit.kernels.selective_scan.common import scan_with_core
 from ssmkit.kernels.selective_scan.native import NativeSelectiveScan, native_library
@@ -214,9 +215,16 @@ def _core(
     C: torch.Tensor,
     h0: torch.Tensor | None,
     keep: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if u.dtype == torch.float32 and native_library() is not None:
-        return NativeSelectiveScan.apply(u, dt, A, B, C, h0, keep)
+        # the native kernel applies bias and softplus itself (forward and backward)
+        return NativeSelectiveScan.apply(u, dt, A, B, C, h0, keep, delta_bias, delta_softplus)
+    if delta_bias is not None:
+        dt = dt + delta_bias[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)  # threshold 20, as mamba_ssm
     return _SelectiveScanCore.apply(u, dt, A, B, C, h0, keep)
 
 
@@ -224,4 +232,4 @@ def selective_scan_cpu(
     *args: Any, **kwargs: Any
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked CPU selective scan; arguments, shapes and returns as ``selective_scan``."""
-    return scan_with_core(_core, *args, **kwargs)
+    return scan_with_core(_core, *args, fuses_delta=True, **kwargs)

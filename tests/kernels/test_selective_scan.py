@@ -356,3 +356,61 @@ def test_triton_kernels_compile_for_a_gpu_without_one() -> None:
     if result.returncode != 0 and "ptxas" in result.stderr:
         pytest.skip(f"triton's ptxas is unavailable here: {result.stderr.strip()[-300:]}")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("bias,softplus", [(True, True), (False, True), (True, False)])
+def test_native_kernel_fuses_delta_bias_and_softplus(
+    bias: bool, softplus: bool, monkeypatch: pytest.MonkeyPatch, assert_close: Callable[..., None]
+) -> None:
+    """The cpu backend's native kernel applies delta_bias and softplus itself (forward and chain
+    rule): outputs and every gradient match the reference across the softplus range, including
+    the threshold (x > 20 passes through) and large |delta| either side."""
+    cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
+    native = importlib.import_module("ssmkit.kernels.selective_scan.native")
+    if native.native_library() is None:
+        pytest.skip("no C compiler: the native kernel is not built")
+    seen = []
+    real = cpu.NativeSelectiveScan.apply
+
+    def spy(*a: object) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append((a[7] is not None, a[8]))
+        return real(*a)
+
+    monkeypatch.setattr(cpu.NativeSelectiveScan, "apply", spy)
+    inputs = make_inputs(2, 8, 16, 70, groups=2)
+    special = torch.tensor([19.9, 20.0, 20.1, 25.0, -30.0, -90.0, 60.0, 1e-3])
+    with torch.no_grad():
+        inputs["delta"][:, :, :8] = special
+        inputs["delta"][0, 3] = torch.linspace(-40.0, 40.0, 70)
+        inputs["delta_bias"][1] = 20.0 - special[1]  # lands exactly on the threshold
+        if not softplus:  # raw step sizes must stay positive (a negative one grows the state)
+            inputs["delta"].abs_()
+            inputs["delta_bias"].abs_()
+    outs = {}
+    for backend in ("ref", "cpu"):
+        y, last = selective_scan(
+            inputs["u"],
+            inputs["delta"],
+            inputs["A"],
+            inputs["B"],
+            inputs["C"],
+            inputs["D"],
+            inputs["z"],
+            inputs["delta_bias"] if bias else None,
+            softplus,
+            True,
+            backend=backend,
+        )
+        generator = torch.Generator().manual_seed(1)
+        loss = (y * torch.randn(y.shape, generator=generator)).sum() + last.sum()
+        names = [
+            n for n in ("u", "delta", "A", "B", "C", "delta_bias") if bias or n != "delta_bias"
+        ]
+        grads = torch.autograd.grad(loss, [inputs[n] for n in names])
+        outs[backend] = (y, last, dict(zip(names, grads)))
+    assert seen == [(bias, softplus)]
+    (y_ref, last_ref, g_ref), (y, last, g) = outs["ref"], outs["cpu"]
+    assert_close("y", y_ref, y, 1e-4)
+    assert_close("last", last_ref, last, 1e-4)
+    for name in g_ref:
+        assert_close(f"d{name}", g_ref[name], g[name], 1e-4)
