@@ -354,10 +354,13 @@ def _run_parts(function: ctypes._CFuncPtr, parts: list[tuple[int, int]], make_ar
     if len(parts) == 1:
         function(*make_args(0, *parts[0]))
         return
+    # the first part runs on the calling thread (no hand-off, one thread fewer on the cores)
     futures = [
-        _pool(len(parts), os.getpid()).submit(function, *make_args(i, lo, hi))
+        _pool(len(parts) - 1, os.getpid()).submit(function, *make_args(i, lo, hi))
         for i, (lo, hi) in enumerate(parts)
+        if i > 0
     ]
+    function(*make_args(0, *parts[0]))
     for future in futures:
         future.result()
 
