@@ -118,11 +118,11 @@ static inline void forward_body(const float* u, const float* dt, const float* A,
         const float* dp = step_sizes(dt + p * L, dbias, softplus, e, L, scratch);
         const float *Bg = Bt + (b * G + g) * L * N, *Cg = Ct + (b * G + g) * L * N;
         const float* kb = keep ? keep + b * L : NULL;
-        float *yp = y + p * L, *cs = chunk_states + p * n_chunks * N;
+        float *yp = y + p * L, *cs = chunk_states ? chunk_states + p * n_chunks * N : NULL;
         if (h0) memcpy(h, h0 + p * N, sizeof(float) * N);
         else memset(h, 0, sizeof(float) * N);
         for (int64_t t = 0, saved = 0; t < L; ++t) {
-            if (t == saved * chunk) memcpy(cs + (saved++) * N, h, sizeof(float) * N);
+            if (cs && t == saved * chunk) memcpy(cs + (saved++) * N, h, sizeof(float) * N);
             const float d = dp[t], x = d * up[t], k = kb ? kb[t] : 1.0f;
             const float *Bp = Bg + t * N, *Cp = Cg + t * N;
             float acc = 0.0f;
@@ -399,7 +399,9 @@ class NativeSelectiveScan(torch.autograd.Function):
         n_chunks = -(-length // CHUNK)
         y = torch.empty_like(u)
         last = torch.empty(batch, channels, n_state)
-        chunk_states = torch.empty(batch, channels, n_chunks, n_state)
+        # the chunk-start states only serve the backward: not kept when no gradient is needed
+        training = any(ctx.needs_input_grad)
+        chunk_states = torch.empty(batch, channels, n_chunks, n_state) if training else None
         dims = (channels, n_state, length, groups, CHUNK)
         pointers = [_ptr(t) for t in (u, dt, A, Bt, Ct, h0, keep, bias)]
         outputs = [_ptr(t) for t in (y, last, chunk_states)]
@@ -413,7 +415,8 @@ class NativeSelectiveScan(torch.autograd.Function):
                 *map(ctypes.c_int64, (*dims, lo, hi)),
             ),
         )
-        ctx.save_for_backward(u, dt, A, Bt, Ct, keep, bias, chunk_states)
+        if training:
+            ctx.save_for_backward(u, dt, A, Bt, Ct, keep, bias, chunk_states)
         ctx.has_h0 = h0 is not None
         ctx.softplus = softplus
         return y, last

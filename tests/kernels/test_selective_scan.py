@@ -414,3 +414,16 @@ def test_native_kernel_fuses_delta_bias_and_softplus(
     assert_close("last", last_ref, last, 1e-4)
     for name in g_ref:
         assert_close(f"d{name}", g_ref[name], g[name], 1e-4)
+
+
+def test_cpu_forward_without_grad_matches(
+    nan_poison: None, assert_close: Callable[..., None]
+) -> None:
+    """Under no_grad the native kernel keeps no chunk states: same outputs as the reference."""
+    x = {k: v.detach() for k, v in make_inputs(2, 8, 16, 150, groups=2).items()}
+    args = [x[n] for n in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    with torch.no_grad():
+        y_ref, last_ref = selective_scan(*args, True, True, backend="ref")
+        y, last = selective_scan(*args, True, True, backend="cpu")
+    assert_close("y", y_ref, y, 1e-4)
+    assert_close("last", last_ref, last, 1e-4)
