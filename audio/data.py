@@ -89,6 +89,7 @@ class MetadataMixtures(Dataset):
             rows = kept
         self.rows = rows
         self.columns = needed
+        self.min_seconds = min_seconds
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -99,7 +100,12 @@ class MetadataMixtures(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         row = self.rows[index]
-        wavs = [read_audio(self._path(row[c]), self.sample_rate)[0] for c in self.columns]
+        # a mixture shorter than the segment raises here (no silent zero-padding); a CSV with a
+        # ``length`` column drops such rows up front instead
+        wavs = [
+            read_audio(self._path(row[c]), self.sample_rate, min_seconds=self.min_seconds)[0]
+            for c in self.columns
+        ]
         lengths = {w.shape[-1] for w in wavs}
         if len(lengths) != 1:
             raise ValueError(

@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from ssmkit.audio.io import read_audio, write_audio
 from ssmkit.core import create_model
+from ssmkit.core.optional import require
 
 
 def save_separator(
@@ -160,6 +162,33 @@ def output_paths(inp: Path, out_dir: Path | None, n_src: int) -> list[Path]:
     return paths
 
 
+def plan_outputs(inputs: list[Path], out_dir: Path | None, n_src: int) -> list[list[Path]]:
+    """Output paths of every input, checked before anything is written.
+
+    Raises ``ValueError`` if an output would replace any of the inputs (also another input of
+    the same call, e.g. ``a.wav`` and ``a_s1.wav``) or if two inputs would write the same file
+    (same stem, same ``--out-dir``).
+    """
+    plans = [output_paths(inp, out_dir, n_src) for inp in inputs]
+    sources = {inp.resolve(): inp for inp in inputs}
+    seen: dict[Path, Path] = {}
+    for inp, paths in zip(inputs, plans, strict=True):
+        for p in paths:
+            key = p.resolve()
+            if key in sources:
+                raise ValueError(
+                    f"refusing to overwrite the input {str(sources[key])!r} with a separated "
+                    f"source of {str(inp)!r}; rename one of them or choose another --out-dir."
+                )
+            if key in seen:
+                raise ValueError(
+                    f"{str(inp)!r} and {str(seen[key])!r} would both write {str(p)!r}; separate "
+                    "them into different --out-dir folders."
+                )
+            seen[key] = inp
+    return plans
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ssmkit separate", description="Separate speakers in mixture files."
@@ -177,21 +206,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, rate = load_separator(args.checkpoint, args.model, args.sample_rate)
         model.to(args.device)
-        progress = None
-        if not args.no_progress:
-            from tqdm.auto import tqdm
-
-            def progress(items: Iterable) -> Iterable:
-                return tqdm(items, desc="chunks", unit="chunk", leave=False)
-
-        for inp in args.inputs:
+        if args.chunk_seconds < 0 or not 0 <= args.overlap_seconds < (args.chunk_seconds or 1e9):
+            raise ValueError(
+                f"--chunk-seconds ({args.chunk_seconds}) must be >= 0 (0 = whole file) and "
+                f"--overlap-seconds ({args.overlap_seconds}) in [0, chunk-seconds)."
+            )
+        n_src = int(getattr(model, "n_src", 2))
+        plans = plan_outputs(args.inputs, args.out_dir, n_src)
+        tqdm = None if args.no_progress else require("tqdm", "audio").tqdm
+        for inp, paths in zip(args.inputs, plans, strict=True):
             wav, _ = read_audio(inp, rate)
             chunk = int(args.chunk_seconds * rate) or None
             overlap = int(args.overlap_seconds * rate) if chunk else 0
+            progress = None if tqdm is None else partial(tqdm, desc=inp.name, unit="chunk")
             est = separate_waveform(
                 lambda x: model(x.to(args.device)).float().cpu(), wav, chunk, overlap, progress
             )
-            for path, src in zip(output_paths(inp, args.out_dir, est.shape[0]), est, strict=True):
+            for path, src in zip(paths, est, strict=True):
                 write_audio(path, src, rate)
                 print(path)
     except (ValueError, FileNotFoundError) as error:

@@ -8,10 +8,11 @@
    time, so the three runs in parallel are fair even on a shared machine). SI-SNRi / SDRi on the
    held-out mixtures of unseen speakers, and on the Echo2Mix demo (real reverberant speech, out of
    domain; resampled 16 -> 8 kHz).
-3. Inference throughput (seconds of audio per second) and peak memory (RSS growth of a fresh
-   process) at 10 s and 60 s, published XS sizes vs Conv-TasNet.
+3. Inference throughput (seconds of audio per second, wall and CPU) and peak memory (RSS the
+   forward adds) at 10 s and 60 s, published XS sizes vs Conv-TasNet, one fresh process per cell.
 
     ssmkit bench separation [--quick] [--corpus DIR] [--budget-min 12] [--runs DIR]
+    ssmkit bench separation --speed-only [--lengths 10 60] [--repeats 3]   # part 3 only
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ LR, WARMUP, FINAL_LR_FRACTION, BATCH, SEGMENT_S = 1e-3, 100, 0.1, 4, 1.0
 SPEED_MODELS: dict[str, tuple[str, dict]] = {
     "Mamba-TasNet-XS": ("audio.mamba_tasnet_xs", {}),
     "DPMamba-XS": ("audio.dpmamba_xs", {}),
-    "Conv-TasNet (5.0M)": ("audio.conv_tasnet", {}),
+    "Conv-TasNet": ("audio.conv_tasnet", {}),
 }
 
 
@@ -251,59 +252,107 @@ def eval_one(label: str, runs: Path, corpus: Path, limit: int | None) -> None:
 # 3. throughput and memory
 
 
+def _rss_mb(field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` of this process in MB (Linux ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def measure_one(label: str, seconds: float, repeats: int) -> dict:
-    """In a fresh process: RSS growth and median CPU time (one thread) of a no-grad forward.
+    """In a fresh process (one thread, batch 1, no grad): median wall and CPU time of a forward
+    on ``seconds`` of audio, and the peak resident memory the forward adds.
 
-    Process CPU time rather than wall time, so that a shared, overloaded machine does not skew
-    the comparison (with one thread, CPU time ~ wall time on an idle core).
+    Memory: the kernel's peak-RSS mark is reset (``/proc/self/clear_refs`` = 5) after the model
+    and input exist and one short warm-up forward ran; ``VmHWM - VmRSS`` after the timed
+    forwards is the peak extra memory of the forward (activations, scan buffers, workspace).
     """
-    import resource
-
     import ssmkit
 
     torch.set_num_threads(1)
     name, kwargs = SPEED_MODELS[label]
     model = ssmkit.create_model(name, **kwargs).eval()
     x = torch.randn(1, int(seconds * RATE))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    walls, cpus = [], []
     with torch.no_grad():
+        model(x[:, : RATE // 2])  # warm-up: lazy backend imports, allocator
+        base = _rss_mb("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
         for _ in range(repeats):
-            start = time.process_time()
-            model(x)
-            times.append(time.process_time() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"time": statistics.median(times), "mem_mb": (peak - base) / 1024}
+            wall, cpu = time.perf_counter(), time.process_time()
+            out = model(x)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            del out
+        peak = _rss_mb("VmHWM")
+    return {
+        "wall": statistics.median(walls),
+        "cpu": statistics.median(cpus),
+        "mem_mb": peak - base,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
-def start_speed(lengths: list[float], repeats: int) -> list[tuple[float, str, subprocess.Popen]]:
-    """One fresh single-thread process per (length, model), all started at once."""
-    jobs = []
+def speed_rows(lengths: list[float], repeats: int, timeout_s: float) -> list[str]:
+    """One fresh single-thread process per (length, model), one after another (so that the cells
+    do not compete for cores); rows of the markdown table."""
+    rows = []
     for seconds in lengths:
         for label in SPEED_MODELS:
             cmd = [sys.executable, __file__, "--measure-one", label, "--seconds", str(seconds),
                    "--repeats", str(repeats)]  # fmt: skip
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-            jobs.append((seconds, label, proc))
-    return jobs
-
-
-def speed_table(jobs: list[tuple[float, str, subprocess.Popen]]) -> list[str]:
-    rows = []
-    for seconds, label, proc in jobs:
-        stdout, stderr = proc.communicate()
-        if proc.returncode != 0:
-            why = f"exit code {proc.returncode}, e.g. stopped for time"
-            rows.append(f"| {seconds:.0f} s | {label} | not measured ({why}) | | |")
-            continue
-        res = json.loads(stdout.strip().splitlines()[-1])
-        rows.append(
-            f"| {seconds:.0f} s | {label} | {seconds / res['time']:.2f} | {res['time']:.2f} | "
-            f"{res['mem_mb']:.0f} |"
-        )
-        print(rows[-1], flush=True)
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                      timeout=timeout_s)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                rows.append(f"| {seconds:.0f} s | {label} | not measured (over {timeout_s:.0f} s) "
+                             "| | | |")  # fmt: skip
+                continue
+            if proc.returncode != 0:
+                tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+                rows.append(f"| {seconds:.0f} s | {label} | failed: {tail[0]} | | | |")
+                continue
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(
+                f"| {seconds:.0f} s | {label} ({res['params'] / 1e6:.1f}M) | "
+                f"{seconds / res['wall']:.2f} | {seconds / res['cpu']:.2f} | {res['wall']:.2f} | "
+                f"{res['mem_mb']:.0f} |"
+            )
+            print(rows[-1], flush=True)
     return rows
+
+
+def speed_section(lengths: list[float], repeats: int, timeout_s: float) -> list[str]:
+    rows = speed_rows(lengths, repeats, timeout_s)
+    lengths_arg = " ".join(f"{s:g}" for s in lengths)
+    load = os.getloadavg()
+    return [
+        "## 3. Inference throughput and memory vs length (one thread, batch 1, no grad, 8 kHz)",
+        "",
+        f"`ssmkit bench separation --speed-only --lengths {lengths_arg} --repeats {repeats}`: one"
+        " fresh process per cell, run one after another; median of the repeats; published sizes."
+        " Throughput = seconds of audio per second (wall, and per process-CPU second). Memory ="
+        " peak RSS the forward adds above the loaded model (peak-RSS mark reset before the"
+        f" timed forwards). torch {torch.__version__}, {os.cpu_count()} cores, load average at the"
+        f" end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min).",
+        "",
+        "| length | model | audio s / wall s | audio s / CPU s | wall s | peak memory (MB) |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def replace_section(path: Path, heading: str, lines: list[str]) -> None:
+    """Replace the ``## <heading>...`` section of a results file (or append it)."""
+    text = path.read_text() if path.exists() else "# Speech separation benchmark\n"
+    parts = text.split("\n## ")
+    new = "\n".join(lines).removeprefix("## ").rstrip("\n") + "\n"
+    kept = [p if not p.startswith(heading) else new for p in parts]
+    if kept == parts:
+        kept.append(new)
+    path.write_text("\n## ".join(kept).rstrip("\n") + "\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,7 +367,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lengths", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cell-timeout", type=float, default=1800.0, help="s per speed cell")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only part 3; replaces that section of the results file")  # fmt: skip
     parser.add_argument("--train-one", help=argparse.SUPPRESS)
     parser.add_argument("--measure-one", help=argparse.SUPPRESS)
     parser.add_argument("--eval-one", help=argparse.SUPPRESS)
@@ -340,6 +392,13 @@ def main() -> None:
         return
     if args.quick:
         args.budget_min, args.lengths, args.repeats = 1.0, [10.0], 1
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / ("separation_quick.md" if args.quick else "separation.md")
+    if args.speed_only:
+        section = speed_section(args.lengths, args.repeats, args.cell_timeout)
+        print("\n".join(section))
+        replace_section(out, "3. Inference", section)
+        return
     if not (args.corpus / "train").is_dir():
         raise SystemExit(
             f"no corpus at {args.corpus}; make one with "
@@ -349,12 +408,10 @@ def main() -> None:
     check = metric_check()
     print("\n".join(check), flush=True)
     start = time.time()
-    procs = train_all(args.corpus, args.budget_min * 60, runs, args.seed)
-    jobs = [] if args.skip_speed else start_speed(args.lengths, args.repeats)
-    wait_all(procs)
+    wait_all(train_all(args.corpus, args.budget_min * 60, runs, args.seed))
     train_wall = time.time() - start
-    speed = speed_table(jobs)
     train = training_table(runs, args.corpus, 20 if args.quick else (args.limit or None))
+    load = os.getloadavg()
     lines = [
         "# Speech separation benchmark",
         "",
@@ -370,34 +427,22 @@ def main() -> None:
         "## 2. Equal CPU budget on the espeak-ng corpus (8 kHz)",
         "",
         f"Each model trained for {args.budget_min:g} CPU-minutes on one thread (process CPU time;"
-        f" the three ran in parallel, {train_wall / 60:.0f} min wall), Adam 1e-3, 50-step warm-up,"
-        " clip 5, batch 4 x 1 s, dynamic mixing of 24 espeak-ng speakers (gains +-2.5 dB)."
-        " Held-out: fixed mixtures of 6 unseen speakers. Echo2Mix: the 5 real reverberant demo"
-        " mixtures resampled to 8 kHz (out of domain).",
+        f" the three ran in parallel, {train_wall / 60:.0f} min wall, load average at the end"
+        f" {load[0]:.1f}), {recipe()}, dynamic mixing of the espeak-ng training speakers (gains"
+        " +-2.5 dB). Held-out: fixed mixtures of unseen speakers. Echo2Mix: the 5 real"
+        " reverberant demo mixtures resampled to 8 kHz (out of domain).",
         "",
         "| model | params (M) | CPU min | steps | final train SI-SNR (dB) | held-out SI-SNRi / SDRi "
         "(dB) | Echo2Mix SI-SNRi / SDRi (dB) |",
         "|---|---|---|---|---|---|---|",
         *train,
+        "",
     ]
-    if speed:
-        lines += [
-            "",
-            "## 3. Inference speed and memory (one thread, batch 1, no grad, 8 kHz)",
-            "",
-            f"Median of {args.repeats} repeat(s) of process CPU time (one thread; the machine was"
-            " shared, so CPU time rather than wall time); memory = peak RSS growth of a fresh"
-            " process during the forward.",
-            "",
-            "| length | model | audio s per CPU s | CPU s | peak memory (MB) |",
-            "|---|---|---|---|---|",
-            *speed,
-        ]
+    if not args.skip_speed:
+        lines += speed_section(args.lengths, args.repeats, args.cell_timeout)
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    name = "separation_quick.md" if args.quick else "separation.md"
-    (RESULTS / name).write_text(text)
+    out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,24 @@ def test_metadata_csv(tmp_path: Path) -> None:
         MetadataMixtures(tmp_path / "bad.csv")
 
 
+def test_metadata_csv_without_length_column_refuses_short_and_stereo(tmp_path: Path) -> None:
+    path = _csv_set(tmp_path)
+    rows = list(csv.DictReader(open(path, newline="")))
+    no_length = tmp_path / "no_length.csv"
+    with open(no_length, "w", newline="") as handle:
+        fields = [k for k in rows[0] if k != "length"]
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert MetadataMixtures(no_length, 8000, segment=0.25)[0][0].shape == (2000,)
+    # 2400-sample files are shorter than a 1 s segment: an error, not silent zero-padding
+    with pytest.raises(ValueError, match=r"shorter than the required 1\.000 s"):
+        MetadataMixtures(no_length, 8000, segment=1.0)[0]
+    write_audio(tmp_path / "mix" / "0.wav", torch.randn(2, 2400) * 0.1, 8000)  # stereo mixture
+    with pytest.raises(ValueError, match="2 channels but a mono file is expected"):
+        MetadataMixtures(no_length, 8000)[0]
+
+
 def test_data_module_loaders(tmp_path: Path, speaker_dir: Path) -> None:
     dm = MixtureDataModule(
         train=str(speaker_dir), val=str(_csv_set(tmp_path / "val")), segment=0.25,

@@ -15,6 +15,7 @@ from ssmkit.audio.io import read_audio, write_audio
 from ssmkit.audio.separate import (
     load_separator,
     output_paths,
+    plan_outputs,
     save_separator,
     separate_waveform,
 )
@@ -79,3 +80,42 @@ def test_outputs_never_replace_the_input(tmp_path: Path) -> None:
     (out_dir / "mix_s2.wav").symlink_to(inp)  # writing there would clobber the input
     with pytest.raises(ValueError, match="refusing to overwrite the input"):
         output_paths(inp, out_dir, 2)
+
+
+def test_outputs_never_replace_another_input_or_each_other(tmp_path: Path) -> None:
+    a = write_audio(tmp_path / "a.wav", 0.1 * torch.randn(100), 8000)
+    a_s1 = write_audio(tmp_path / "a_s1.wav", 0.1 * torch.randn(100), 8000)
+    with pytest.raises(ValueError, match="refusing to overwrite the input.*a_s1.wav"):
+        plan_outputs([a, a_s1], None, 2)  # a.wav's first output is the second input
+    other = write_audio(tmp_path / "sub" / "a.wav", 0.1 * torch.randn(100), 8000)
+    with pytest.raises(ValueError, match="would both write"):
+        plan_outputs([a, other], tmp_path / "out", 2)
+    assert plan_outputs([a, other], None, 2)[1] == [
+        other.parent / "a_s1.wav",
+        other.parent / "a_s2.wav",
+    ]
+
+
+def test_cli_progress_bar_and_argument_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    model = ssmkit.create_model("audio.mamba_tasnet_xs", **TINY)
+    ckpt = save_separator(tmp_path / "m.pt", model, "audio.mamba_tasnet_xs", TINY, 8000)
+    mix = write_audio(tmp_path / "long.wav", 0.1 * torch.randn(4000), 8000)
+    args = ["separate", str(mix), "--checkpoint", str(ckpt), "--chunk-seconds", "0.1"]
+    assert ssmkit_main([*args, "--overlap-seconds", "0.02"]) == 0
+    err = capsys.readouterr().err
+    assert "long.wav" in err and "chunk" in err  # tqdm bar: 4000 samples in 800-sample chunks
+    assert ssmkit_main([*args, "--overlap-seconds", "0.1"]) == 2
+    assert "--overlap-seconds (0.1) in [0, chunk-seconds)" in capsys.readouterr().err
+    stereo = write_audio(tmp_path / "stereo.wav", 0.1 * torch.randn(2, 800), 8000)
+    assert ssmkit_main(["separate", str(stereo), "--checkpoint", str(ckpt)]) == 2
+    assert "2 channels but a mono file is expected" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    b = write_audio(fresh / "b.wav", 0.1 * torch.randn(800), 8000)
+    b_s1 = write_audio(fresh / "b_s1.wav", 0.1 * torch.randn(800), 8000)
+    kept = b_s1.read_bytes()
+    assert ssmkit_main(["separate", str(b), str(b_s1), "--checkpoint", str(ckpt)]) == 2
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert b_s1.read_bytes() == kept  # checked before anything was written
+    assert sorted(p.name for p in fresh.iterdir()) == ["b.wav", "b_s1.wav"]
