@@ -152,8 +152,7 @@ static inline __attribute__((always_inline)) void scan_block(
         const float* u, int64_t su, const float* xd, int64_t sxd, const float* z, int64_t sz,
         const float* wT, const float* bias, const float* a2, const float* D, float* out,
         int64_t so, float scale, int64_t accumulate, int64_t reverse, int64_t L, int64_t E,
-        int64_t R, const int64_t N, int64_t e0, __mmask16 m) {
-    __m512 h[N], a[N];
+        int64_t R, const int64_t N, __m512* h, __m512* a, int64_t e0, __mmask16 m) {
     for (int64_t n = 0; n < N; ++n) {
         h[n] = _mm512_setzero_ps();
         a[n] = _mm512_maskz_loadu_ps(m, a2 + n * E + e0);
@@ -174,6 +173,7 @@ static inline __attribute__((always_inline)) void scan_block(
         const __m512 du = _mm512_mul_ps(delta, uv);
         const float *Bp = row + R, *Cp = row + R + N;
         __m512 acc0 = _mm512_mul_ps(dv, uv), acc1 = _mm512_setzero_ps();
+        #pragma GCC unroll 8
         for (int64_t n = 0; n < N; n += 2) {
             __m512 d0 = exp2_v(_mm512_mul_ps(delta, a[n]));
             h[n] = FMA(d0, h[n], _mm512_mul_ps(du, SET1(Bp[n])));
@@ -203,12 +203,16 @@ void mf_scan(const float* u, int64_t su, const float* xd, int64_t sxd, const flo
 #ifdef SS_AVX512
     for (int64_t e0 = e_begin; e0 < e_end; e0 += 16) {
         __mmask16 m = lane_mask(e0, e_end);
-        if (N == 16)
+        if (N == 16) {
+            /* fixed size and a fully unrolled n loop: the state stays in registers */
+            __m512 h[16], a[16];
             scan_block(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
-                       reverse, L, E, R, 16, e0, m);
-        else
+                       reverse, L, E, R, 16, h, a, e0, m);
+        } else {
+            __m512 h[N], a[N];
             scan_block(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
-                       reverse, L, E, R, N, e0, m);
+                       reverse, L, E, R, N, h, a, e0, m);
+        }
     }
 #else
     float h[N];
