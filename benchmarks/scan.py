@@ -567,6 +567,92 @@ def _diag_memory_call(case: dict):
     return (lambda: bind(x)().sum().backward()), (lambda: bind(tiny)().sum().backward())
 
 
+# --------------------------------------------------------------------------- mamba_inference
+
+
+def _mixer(kind: str, length: int):
+    """A Vim-Ti mixer (d_model 192, N 16, expand 2) and its input (1, L, 192), eval, fp32."""
+    from ssmkit.core import BiMamba, Mamba
+
+    torch.manual_seed(0)
+    mixer = BiMamba(192, d_state=16) if kind == "BiMamba v2" else Mamba(192, d_state=16)
+    return mixer.eval(), torch.randn(1, length, 192)
+
+
+def _mi_call(kind: str, impl: str, length: int) -> Callable[[], torch.Tensor]:
+    """Inference forward of one mixer: the fused kernels, or the unfused autograd-path code."""
+    import importlib
+
+    mixer, x = _mixer(kind, length)
+    modules = [importlib.import_module(f"ssmkit.core.{m}") for m in ("mamba", "bimamba")]
+
+    def call() -> torch.Tensor:
+        saved = [m.can_fuse for m in modules]
+        if impl == "unfused":
+            for m in modules:
+                m.can_fuse = lambda *a: False
+        try:
+            with torch.inference_mode():
+                return mixer(x)
+        finally:
+            for m, f in zip(modules, saved):
+                m.can_fuse = f
+
+    return call
+
+
+def bench_mamba_inference(args: argparse.Namespace, machine: Machine) -> tuple[str, dict]:
+    lengths = [1025] if args.quick else [1025, 4097]
+    lines = [
+        "### mamba_inference (fused CPU inference interior of Mamba / BiMamba)",
+        "",
+        "Vim-Ti mixers (d_model 192, E 384, N 16; 4097 tokens = Vim-Ti at 1024^2), batch 1, fp32, "
+        "`torch.inference_mode()`. `fused`: conv, dt_proj, softplus, scan, skip and gate in native "
+        "time-major passes over `in_proj`'s output (`kernels/selective_scan/fused.py`); "
+        "`unfused`: the same module's autograd-path code (channel-first, torch softplus, flips, "
+        "the training scan kernel). ms = median wall time; CPU ms = median process CPU time "
+        "(robust to other processes' load); peak MiB = growth of peak RSS in a fresh process.",
+        "",
+        "| mixer | L | implementation | ms | CPU ms | x unfused | peak MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    headline = {}
+    for kind in ("BiMamba v2", "Mamba"):
+        for length in lengths:
+            results = {}
+            for impl in ("unfused", "fused"):
+                call = _mi_call(kind, impl, length)
+                wall = median_time(call, args.repeats, args.budget)
+                cpu = []
+                for _ in range(args.repeats):
+                    start = time.process_time()
+                    call()
+                    cpu.append(time.process_time() - start)
+                memory = None
+                if not args.no_memory:
+                    memory = measure_memory_in_subprocess(
+                        "mamba_inference", {"kind": kind, "impl": impl, "length": length}
+                    )
+                results[impl] = (wall, statistics.median(cpu), memory)
+                print(f"  {kind} L={length} {impl}: {wall} ms", flush=True)
+            for impl, (wall, cpu, memory) in results.items():
+                ratio = results["unfused"][0].seconds / wall.seconds
+                lines.append(
+                    f"| {kind} | {length} | {impl} | {wall} | {cpu * 1e3:.1f} | {ratio:.1f}x | "
+                    + ("n/a" if memory is None else f"{memory:.0f}")
+                    + " |"
+                )
+                if impl == "fused" and kind == "BiMamba v2" and length == lengths[-1]:
+                    headline = {"BiMamba fused speed-up": ratio}
+    return "\n".join(lines), headline
+
+
+def _mi_memory_call(case: dict):
+    call = _mi_call(case["kind"], case["impl"], case["length"])
+    tiny = _mi_call(case["kind"], case["impl"], 8)
+    return (lambda: call()), (lambda: tiny())
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -581,6 +667,7 @@ SECTIONS: dict[str, Section] = {
     "selective_scan": Section(bench_selective_scan, _ss_memory_call),
     "ssd_scan": Section(bench_ssd_scan, _ssd_memory_call),
     "diag_scan": Section(bench_diag_scan, _diag_memory_call),
+    "mamba_inference": Section(bench_mamba_inference, _mi_memory_call),
 }
 
 
