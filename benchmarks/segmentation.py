@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -171,13 +172,33 @@ def _peak_rss_growth_mb(base: float) -> float:
     return _status_mb("VmHWM") - base
 
 
-def measure_cost(name: str, size: int, width: int, device: str, repeats: int) -> dict:
-    """Inference and training-step time / peak memory of one network at size^3, batch 1."""
+def _cap_address_space(extra_mb: float) -> None:
+    """Let this process map at most ``extra_mb`` MiB more than now (CPU cells only).
+
+    A network that needs more then fails with a catchable allocation error inside its own
+    process, instead of the kernel's OOM killer picking a victim on a shared machine.
+    """
+    import resource
+
+    limit = int((_status_mb("VmSize") + extra_mb) * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def measure_cost(
+    name: str, size: int, width: int, device: str, repeats: int, mem_limit_mb: float = 0.0
+) -> dict:
+    """Inference and training-step time / peak memory of one network at size^3, batch 1.
+
+    With ``mem_limit_mb`` > 0 (CPU), the cell may grow by at most that much beyond the built
+    network; a network that needs more reports ``error`` with the phase, the peak it reached and
+    the allocation that failed.
+    """
     torch.manual_seed(0)
     import monai.networks.nets  # noqa: F401  (its import is not the network's memory)
 
     dev = torch.device(device)
     out: dict = {}
+    phase, base = "build", math.nan
     try:
         net = build(name, 3, width).to(dev)
         x = torch.randn(1, 1, size, size, size, device=dev)
@@ -185,6 +206,9 @@ def measure_cost(name: str, size: int, width: int, device: str, repeats: int) ->
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        elif mem_limit_mb > 0:
+            _cap_address_space(mem_limit_mb)
+        phase = "inference"
         base = _reset_peak_rss()
         net.eval()
         with torch.no_grad():
@@ -194,6 +218,7 @@ def measure_cost(name: str, size: int, width: int, device: str, repeats: int) ->
             if dev.type == "cuda"
             else _peak_rss_growth_mb(base)
         )
+        phase = "train"
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         if dev.type == "cuda":
@@ -219,13 +244,23 @@ def measure_cost(name: str, size: int, width: int, device: str, repeats: int) ->
             else _peak_rss_growth_mb(base)
         )
     except torch.OutOfMemoryError:
-        out["error"] = "OOM"
-    except RuntimeError as error:  # CPU allocation failure
-        out["error"] = f"failed: {str(error).splitlines()[0][:60]}"
+        out["error"] = f"OOM in {phase}"
+    except (RuntimeError, MemoryError) as error:  # CPU allocation failure (or the cap above)
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        asked = re.search(r"allocate (\d+) bytes", message)
+        out["error"] = f"{phase} failed" + (
+            f": needs more than the {mem_limit_mb:.0f} MiB cap (peak reached "
+            f"{_peak_rss_growth_mb(base):.0f} MiB, then asked for "
+            f"{int(asked.group(1)) / 2**20:.0f} MiB more)"
+            if asked and mem_limit_mb > 0
+            else f": {message[:80]}"
+        )
     return out
 
 
-def _cost_in_subprocess(name: str, size: int, width: int, device: str, repeats: int) -> dict:
+def _cost_in_subprocess(
+    name: str, size: int, width: int, device: str, repeats: int, mem_limit_mb: float = 0.0
+) -> dict:
     """measure_cost in a fresh interpreter, so that its peak RSS belongs to this cell alone."""
     command = [
         sys.executable,
@@ -236,6 +271,7 @@ def _cost_in_subprocess(name: str, size: int, width: int, device: str, repeats: 
         str(width),
         device,
         str(repeats),
+        str(mem_limit_mb),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -265,6 +301,15 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--size2d", type=int, default=None, help="synthetic 2-D image side")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per cost cell")
     parser.add_argument("--models", nargs="+", default=list(MODELS_3D), help="subset of networks")
+    parser.add_argument(
+        "--accuracy-dims", type=int, nargs="+", default=[3, 2], help="accuracy parts: 3 and/or 2"
+    )
+    parser.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=0.0,
+        help="CPU cost cells: fail cleanly past this growth (GiB) instead of meeting the OOM killer",
+    )
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -295,6 +340,8 @@ def main(argv: list[str] | None = None) -> str:
             (3, args.size3d, 16, 4, MODELS_3D),
             (2, args.size2d, 64, 16, MODELS_2D),
         ):
+            if dims not in args.accuracy_dims:
+                continue
             data = {
                 "train": make_set(dims, size, n_train, seed=0),
                 "val": make_set(dims, size, n_val, seed=1),
@@ -336,9 +383,11 @@ def main(argv: list[str] | None = None) -> str:
                 r = measure_cost(name, size, args.width, args.device, args.repeats)
                 torch.cuda.empty_cache()
             else:
-                r = _cost_in_subprocess(name, size, args.width, args.device, args.repeats)
+                r = _cost_in_subprocess(
+                    name, size, args.width, args.device, args.repeats, args.mem_limit_gb * 1024
+                )
             if "error" in r:
-                row = f"| {name} | {size}^3 | {r['error']} | - | - | - |"
+                row = f"| {name} | {size}^3 | {r['error']} | - | - | {_fmt(r.get('infer_mb'), 0)} |"
             else:
                 row = f"| {name} | {size}^3 | {r['step_s']:.3f} | {r['step_cpu_s']:.3f} | {r['train_mb']:.0f} | {r['infer_mb']:.0f} |"
             print(row, flush=True)
@@ -354,10 +403,15 @@ def main(argv: list[str] | None = None) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--cost-cell"]:
-        cell_name, cell_size, cell_width, cell_device, cell_repeats = sys.argv[2:7]
+        cell_name, cell_size, cell_width, cell_device, cell_repeats, cell_cap = sys.argv[2:8]
         torch.set_num_threads(1)
         cell = measure_cost(
-            cell_name, int(cell_size), int(cell_width), cell_device, int(cell_repeats)
+            cell_name,
+            int(cell_size),
+            int(cell_width),
+            cell_device,
+            int(cell_repeats),
+            float(cell_cap),
         )
         print(json.dumps(cell))
     else:

@@ -66,6 +66,29 @@ def check_input(
         )
 
 
+def check_not_single_voxel(x: torch.Tensor, divisor: Sequence[int] | int, name: str) -> None:
+    """Raise unless the deepest feature map of ``x`` keeps more than one voxel.
+
+    Instance norm over a single voxel is undefined in training (torch raises a bare
+    "Expected more than 1 spatial element") and returns all zeros in eval, silently dropping the
+    bottleneck, so both cases are refused with the fix.
+
+    Args:
+        x: network input (B, C, *S), already checked by :func:`check_input`.
+        divisor: the total stride (per axis or common).
+        name: the network's class name, for the message.
+    """
+    sizes = tuple(x.shape[2:])
+    divisors = [divisor] * len(sizes) if isinstance(divisor, int) else list(divisor)
+    if all(s == d for s, d in zip(sizes, divisors)):
+        bigger = (2 * divisors[0], *divisors[1:])
+        raise ValueError(
+            f"{name}: a {sizes} input leaves a single voxel at stride {tuple(divisors)}, where "
+            "instance norm is undefined; use inputs of at least twice the stride along one axis "
+            f"(e.g. {'x'.join(str(b) for b in bigger)})."
+        )
+
+
 def conv(
     spatial_dims: int,
     in_channels: int,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ssmkit.bio.blocks import check_input, check_spatial_dims
+from ssmkit.bio.blocks import check_input, check_not_single_voxel, check_spatial_dims
 from ssmkit.core.optional import require
 from ssmkit.core.registry import register_model
 
@@ -207,12 +207,7 @@ class SegMamba(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channels, D, H, W) -> logits (B, out_channels, D, H, W)."""
         check_input(x, 3, self.in_channels, self.divisor, type(self).__name__)
-        if all(s == self.divisor for s in x.shape[2:]):
-            raise ValueError(
-                f"SegMamba: a {tuple(x.shape[2:])} input leaves a single voxel at stride 16, where "
-                "instance norm is undefined; use inputs of at least 32 along one axis (e.g. "
-                "32x16x16)."
-            )
+        check_not_single_voxel(x, self.divisor, type(self).__name__)
         features = [x, *self.encoder(x)]
         skips = [block(f) for block, f in zip(self.skips, features)]
         y = skips.pop()

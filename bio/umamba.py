@@ -18,6 +18,7 @@ from ssmkit.bio.blocks import (
     MambaLayer,
     UpStage,
     check_input,
+    check_not_single_voxel,
     check_spatial_dims,
     conv,
 )
@@ -105,6 +106,7 @@ class _UMambaBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channels, *S) -> logits (B, out_channels, *S); each S a multiple of the stride."""
         check_input(x, self.spatial_dims, self.in_channels, self.divisor, type(self).__name__)
+        check_not_single_voxel(x, self.divisor, type(self).__name__)
         skips = []
         for i, stage in enumerate(self.encoder):
             x = stage(x)

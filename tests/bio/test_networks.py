@@ -83,6 +83,17 @@ def test_umamba_bad_inputs_raise() -> None:
         UMambaEnc(out_channels=0)
 
 
+@pytest.mark.parametrize("cls", [UMambaBot, UMambaEnc])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_umamba_refuses_a_single_voxel_bottleneck(cls: type, train: bool) -> None:
+    """Total stride 4 on a 4x4 input: instance norm over one voxel (train: torch's bare error;
+    eval: all zeros, the bottleneck silently dropped) is refused with the fix instead."""
+    net = cls(spatial_dims=2, in_channels=1, out_channels=2, **TINY).train(train)
+    with pytest.raises(ValueError, match=r"single voxel at stride \(4, 4\).*e\.g\. 8x4"):
+        net(torch.randn(1, 1, 4, 4))
+    assert net(torch.randn(1, 1, 8, 4)).shape == (1, 2, 8, 4)  # twice the stride on one axis
+
+
 def test_segmamba_shapes_and_gradients() -> None:
     net = SegMamba(
         in_channels=2,
@@ -117,5 +128,5 @@ def test_segmamba_bad_inputs_raise() -> None:
     )
     with pytest.raises(ValueError, match="multiple of the network's total stride"):
         net(torch.randn(1, 1, 32, 24, 16))
-    with pytest.raises(ValueError, match="single voxel at stride 16"):
+    with pytest.raises(ValueError, match=r"single voxel at stride \(16, 16, 16\).*32x16x16"):
         net(torch.randn(1, 1, 16, 16, 16))
