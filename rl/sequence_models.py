@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -62,6 +63,47 @@ def _reset_rows(state: Any, rows: torch.Tensor) -> Any:
     return state
 
 
+class GLUMixer(nn.Module):
+    """An SSM mixer followed by R2I's per-layer MLP: ``y = GLU(W · GELU(ssm(x)))``.
+
+    R2I's S3M layer (Samsami et al., ICLR 2024, arXiv 2403.04253; REFERENCES.md "R2I": "S5-style
+    MIMO SSM layers ... GLU MLP, LayerNorm") puts a gated nonlinearity after every S5 layer; a
+    bare S5 stack is linear in its inputs between the norms. State, resets and ``step`` pass
+    through to the wrapped mixer unchanged.
+
+    Args:
+        mixer: a sequence mixer with the ssmkit interface (``forward``/``step``/``init_state``).
+        d_model: its width D.
+    """
+
+    def __init__(self, mixer: nn.Module, d_model: int) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.d_model = d_model
+        self.glu = nn.Linear(d_model, 2 * d_model)
+
+    def _mlp(self, y: torch.Tensor) -> torch.Tensor:
+        return F.glu(self.glu(F.gelu(y)), dim=-1)
+
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Any:
+        return self.mixer.init_state(batch_size, device, dtype)
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        out = self.mixer(x, **kwargs)
+        if kwargs.get("return_state", False):
+            return self._mlp(out[0]), out[1]
+        return self._mlp(out)
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        y, state = self.mixer.step(x_t, state)
+        return self._mlp(y), state
+
+
 class SSMCore(nn.Module):
     """ssmkit SSM stack as a world-model sequence model (R2I's "S3M" / Drama's Mamba-2 core).
 
@@ -71,6 +113,7 @@ class SSMCore(nn.Module):
         mixer: ``"s5"``, ``"mamba"`` or ``"mamba2"`` (any mixer name ``SequenceBackbone`` knows).
         n_layers: number of residual SSM layers.
         mixer_kwargs: passed to each mixer (e.g. ``d_state``).
+        glu: follow every SSM layer with R2I's GELU + GLU MLP (:class:`GLUMixer`).
     """
 
     def __init__(
@@ -80,14 +123,23 @@ class SSMCore(nn.Module):
         mixer: str = "s5",
         n_layers: int = 2,
         mixer_kwargs: dict[str, Any] | None = None,
+        glu: bool = False,
     ) -> None:
         super().__init__()
         from ssmkit.core import SequenceBackbone
+        from ssmkit.core.residual import build_mixer
 
         self.d_hidden = d_hidden
         self.input = nn.Linear(d_input, d_hidden)
+        kwargs = dict(mixer_kwargs or {})
+        layer: Any = mixer
+        if glu:
+
+            def layer(index: int) -> nn.Module:
+                return GLUMixer(build_mixer(mixer, d_hidden, index, kwargs), d_hidden)
+
         self.backbone = SequenceBackbone(
-            d_model=d_hidden, n_layers=n_layers, mixer=mixer, mixer_kwargs=mixer_kwargs or {}
+            d_model=d_hidden, n_layers=n_layers, mixer=layer, mixer_kwargs=kwargs
         )
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> Any:

@@ -32,6 +32,7 @@ class RLConfig:
     env_id: str = "ssmkit/TMaze-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     world_model: str = "s5"
+    world_model_kwargs: dict[str, Any] = field(default_factory=dict)
     num_envs: int = 8
     total_env_steps: int = 20_000
     prefill_env_steps: int = 1_000
@@ -57,6 +58,7 @@ def build_agent(config: RLConfig, obs_dim: int, num_actions: int) -> DreamerAgen
         sequence_model=config.world_model,
         d_hidden=config.d_hidden,
         n_layers=config.n_layers,
+        **config.world_model_kwargs,
     )
     return DreamerAgent(world_model, d_hidden=config.d_hidden, horizon=config.horizon)
 

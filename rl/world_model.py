@@ -34,6 +34,16 @@ from ssmkit.rl.sequence_models import GRUCore, SSMCore, reset_state
 
 SEQUENCE_MODELS = ("s5", "mamba", "mamba2", "gru", "mlp")
 
+# Mixer settings used unless ``mixer_kwargs`` overrides them. S5's own default step range,
+# dt in [0.001, 0.1], keeps B̄ ~ dt·B tiny and the state nearly constant over the few steps that
+# matter in an RL world model: on TMaze the S5 world model then needs ~900 updates to carry a
+# cue one step and none of 900 for three steps, against ~450 / ~750 with dt in [0.1, 1]
+# (``ssmkit bench rl --part probe``; benchmarks/results/rl.md).
+MIXER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "s5": {"d_state": 32, "dt_min": 0.1, "dt_max": 1.0},
+    "mamba": {"d_state": 16},
+}
+
 
 def mlp(d_in: int, d_hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:
     """LayerNorm-SiLU MLP, DreamerV3's building block."""
@@ -167,7 +177,9 @@ class SSMWorldModel(nn.Module):
         stoch: number S of categorical latents.
         classes: classes K per latent.
         n_layers: SSM layers (ignored by gru/mlp).
-        mixer_kwargs: forwarded to the SSM mixers (e.g. ``{"d_state": 32}``).
+        mixer_kwargs: forwarded to the SSM mixers (e.g. ``{"d_state": 32}``), on top of
+            ``MIXER_DEFAULTS[sequence_model]``.
+        ssm_glu: follow each SSM layer with R2I's GELU + GLU MLP (ignored by gru/mlp).
         free_bits, dyn_scale, rep_scale, unimix: DreamerV3 loss and latent settings.
     """
 
@@ -181,6 +193,7 @@ class SSMWorldModel(nn.Module):
         classes: int = 8,
         n_layers: int = 2,
         mixer_kwargs: dict[str, Any] | None = None,
+        ssm_glu: bool = False,
         free_bits: float = 1.0,
         dyn_scale: float = 0.5,
         rep_scale: float = 0.1,
@@ -221,7 +234,8 @@ class SSMWorldModel(nn.Module):
                 d_hidden,
                 mixer=sequence_model,
                 n_layers=n_layers,
-                mixer_kwargs=mixer_kwargs,
+                mixer_kwargs={**MIXER_DEFAULTS.get(sequence_model, {}), **(mixer_kwargs or {})},
+                glu=ssm_glu,
             )
         self.prior = mlp(d_hidden, d_hidden, d_latent, layers=1)
         d_feat = d_hidden + d_latent

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import ssmkit.rl.world_model as world_model_module
 from ssmkit.rl.world_model import SSMWorldModel
 
-CORES = ["gru", "mlp", "s5", "mamba", "mamba2"]
+CORES = ["gru", "mlp", "s5", "s5_glu", "mamba", "mamba2"]
 
 
 @pytest.fixture
@@ -23,7 +23,9 @@ def deterministic_latents(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _model(core: str) -> SSMWorldModel:
-    kwargs = {"mixer_kwargs": {"d_state": 8}} if core in ("s5", "mamba") else {}
+    kwargs: dict = {"mixer_kwargs": {"d_state": 8}} if core in ("s5", "mamba") else {}
+    if core == "s5_glu":
+        core, kwargs = "s5", {"mixer_kwargs": {"d_state": 8}, "ssm_glu": True}
     if core == "mamba2":
         kwargs = {"mixer_kwargs": {"d_state": 8, "headdim": 8, "chunk_size": 4}}
     return SSMWorldModel(
@@ -109,6 +111,21 @@ def test_imagine_shapes_and_loss_gradients(core: str) -> None:
     assert traj["action"].shape == (2, 7, 3)
 
 
+def test_s5_defaults_use_short_step_sizes_and_can_be_overridden() -> None:
+    from ssmkit.core.s5 import S5
+
+    def steps(model: SSMWorldModel) -> torch.Tensor:
+        return torch.cat([m.log_step.exp() for m in model.modules() if isinstance(m, S5)])
+
+    default = SSMWorldModel(4, 2, sequence_model="s5", d_hidden=16)
+    assert steps(default).min() >= 0.1 - 1e-6 and steps(default).max() <= 1.0 + 1e-6
+    assert all(m.d_state == 32 for m in default.modules() if isinstance(m, S5))
+    paper = SSMWorldModel(
+        4, 2, sequence_model="s5", d_hidden=16, mixer_kwargs={"dt_min": 0.001, "dt_max": 0.1}
+    )
+    assert steps(paper).max() <= 0.1 + 1e-6
+
+
 def test_bad_inputs_raise() -> None:
     model = _model("gru")
     batch = _batch()
@@ -127,6 +144,7 @@ def test_world_model_loss_decreases_on_a_memory_task() -> None:
     from ssmkit.rl.replay import SequenceReplay, VectorCollector
     from ssmkit.rl.wrappers import make_env
 
+    torch.manual_seed(0)  # random actions and init: independent of the tests that ran before
     envs = gym.vector.SyncVectorEnv([lambda: make_env("ssmkit/TMaze-v0", corridor_length=1)] * 4)
     replay = SequenceReplay(400, 4, 2, 4)
     collector = VectorCollector(envs, replay, seed=0)
