@@ -18,6 +18,8 @@ import ssmkit.rl.models  # noqa: F401  (registers rl.world_model_*; needs only t
 _LAZY = {
     "TMaze": "ssmkit.rl.envs",
     "MaskedCartPole": "ssmkit.rl.envs",
+    "PixelTMaze": "ssmkit.rl.envs",
+    "ImageObservation": "ssmkit.rl.wrappers",
     "register_envs": "ssmkit.rl.envs",
     "make_env": "ssmkit.rl.wrappers",
     "OneHotObservation": "ssmkit.rl.wrappers",

@@ -4,7 +4,8 @@
 variant): a cue shown only at the first step says which arm of a T-junction is rewarded; the agent
 is carried down a corridor of ``corridor_length`` steps and must choose at the junction. A
 memoryless policy can do no better than chance (expected return 0), a policy that remembers the
-cue for ``corridor_length`` steps earns +1. ``MaskedCartPole`` is CartPole with the velocities
+cue for ``corridor_length`` steps earns +1 (``PixelTMaze``: the same task seen as a small RGB
+image, for CNN encoders). ``MaskedCartPole`` is CartPole with the velocities
 hidden (the classic POMDP of Wierstra et al., "Recurrent Policy Gradients", 2010, and POPGym's
 "Stateless CartPole"): a policy must infer them from the history of positions. POPGym's tasks (``popgym-RepeatPreviousEasy-v0``, ...)
 are used beside it when the ``popgym`` package is installed.
@@ -20,6 +21,7 @@ from gymnasium import spaces
 
 TMAZE_ID = "ssmkit/TMaze-v0"
 MASKED_CARTPOLE_ID = "ssmkit/MaskedCartPole-v0"
+PIXEL_TMAZE_ID = "ssmkit/PixelTMaze-v0"
 
 
 class TMaze(gym.Env[np.ndarray, np.int64]):
@@ -73,6 +75,37 @@ class TMaze(gym.Env[np.ndarray, np.int64]):
         return self._observation(), reward, True, False, {}
 
 
+class PixelTMaze(TMaze):
+    """``TMaze`` seen as a small RGB image: (size, size, 3) uint8, HWC as gymnasium images are.
+
+    Each of the four ``TMaze`` features lights one quadrant (cue left: top-left red, cue right:
+    top-right red, corridor: bottom-left green, junction: bottom-right blue), so the task and its
+    memory length are ``TMaze``'s while the agent must use a CNN encoder.
+
+    Args:
+        corridor_length: as in ``TMaze``.
+        size: image side (even, >= 8).
+    """
+
+    _QUADRANTS = ((0, 0, 0), (0, 1, 0), (1, 0, 1), (1, 1, 2))  # (row, col, channel) per feature
+
+    def __init__(self, corridor_length: int = 5, size: int = 16) -> None:
+        super().__init__(corridor_length)
+        if int(size) < 8 or int(size) % 2:
+            raise ValueError(f"size must be even and >= 8, got {size}.")
+        self.size = int(size)
+        self.observation_space = spaces.Box(0, 255, shape=(self.size, self.size, 3), dtype=np.uint8)
+
+    def _observation(self) -> np.ndarray:  # type: ignore[override]
+        features = super()._observation()
+        image = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+        half = self.size // 2
+        for value, (row, col, channel) in zip(features, self._QUADRANTS):
+            if value:
+                image[row * half : (row + 1) * half, col * half : (col + 1) * half, channel] = 255
+        return image
+
+
 class MaskedCartPole(gym.Env[np.ndarray, np.int64]):
     """CartPole-v1 that shows only cart position and pole angle; velocities must be remembered.
 
@@ -117,6 +150,8 @@ def register_envs() -> None:
     """Register ssmkit's tasks with gymnasium (idempotent); also registers POPGym's if installed."""
     if TMAZE_ID not in gym.registry:
         gym.register(TMAZE_ID, entry_point=TMaze, kwargs={"corridor_length": 5})
+    if PIXEL_TMAZE_ID not in gym.registry:
+        gym.register(PIXEL_TMAZE_ID, entry_point=PixelTMaze, kwargs={"corridor_length": 5})
     if MASKED_CARTPOLE_ID not in gym.registry:
         gym.register(MASKED_CARTPOLE_ID, entry_point=MaskedCartPole, max_episode_steps=500)
     try:

@@ -27,19 +27,28 @@ class SequenceReplay:
 
     Args:
         capacity: steps kept per environment (oldest dropped first).
-        obs_dim: observation size O.
+        obs_dim: observation size O, or an observation shape such as an image's (C, H, W).
         action_dim: action size A (one-hot for discrete actions).
         num_envs: number of parallel streams E.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, num_envs: int = 1) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int | tuple[int, ...],
+        action_dim: int,
+        num_envs: int = 1,
+    ) -> None:
         if capacity < 2 or num_envs < 1:
             raise ValueError(
                 f"capacity must be >= 2 and num_envs >= 1, got {capacity}, {num_envs}."
             )
-        self.capacity, self.num_envs = int(capacity), int(num_envs)
+        obs_shape = (int(obs_dim),) if isinstance(obs_dim, int) else tuple(int(d) for d in obs_dim)
+        if not obs_shape or min(obs_shape) < 1:
+            raise ValueError(f"obs_dim must be a size O or a shape of sizes >= 1, got {obs_dim!r}.")
+        self.capacity, self.num_envs, self.obs_shape = int(capacity), int(num_envs), obs_shape
         self.data = {
-            "obs": torch.zeros(capacity, num_envs, obs_dim),
+            "obs": torch.zeros(capacity, num_envs, *obs_shape),
             "action": torch.zeros(capacity, num_envs, action_dim),
             "reward": torch.zeros(capacity, num_envs),
             "is_first": torch.zeros(capacity, num_envs, dtype=torch.bool),

@@ -51,7 +51,8 @@ class RLConfig:
     tensorboard: bool = True
 
 
-def build_agent(config: RLConfig, obs_dim: int, num_actions: int) -> DreamerAgent:
+def build_agent(config: RLConfig, obs_dim: int | tuple[int, ...], num_actions: int) -> DreamerAgent:
+    """``obs_dim``: vector size O, or an image shape (C, H, W) (CNN encoder and decoder)."""
     world_model = SSMWorldModel(
         obs_dim,
         num_actions,
@@ -79,7 +80,8 @@ class Trainer:
             [lambda: make_env(config.env_id, **config.env_kwargs)] * config.num_envs
         )
         self.eval_env = make_env(config.env_id, **config.env_kwargs)
-        obs_dim = int(np.prod(self.envs.single_observation_space.shape))
+        shape = tuple(self.envs.single_observation_space.shape)
+        obs_dim: int | tuple[int, ...] = shape[0] if len(shape) == 1 else shape
         num_actions = int(self.envs.single_action_space.n)
         self.agent = build_agent(config, obs_dim, num_actions)
         capacity = max(config.seq_len + 1, config.replay_capacity // config.num_envs)

@@ -38,6 +38,31 @@ class OneHotObservation(gym.ObservationWrapper[np.ndarray, Any, Any]):
         return out
 
 
+class ImageObservation(gym.ObservationWrapper[np.ndarray, Any, Any]):
+    """uint8 images (H, W, C) (gymnasium's layout) as float32 (C, H, W) in [0, 1], the layout
+    and range of the world model's CNN encoder (DreamerV3 feeds pixels / 255)."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        if not (
+            isinstance(space, spaces.Box)
+            and space.dtype == np.uint8
+            and len(space.shape) == 3
+            and space.shape[-1] in (1, 3, 4)
+        ):
+            raise TypeError(
+                f"ImageObservation needs a uint8 Box (H, W, C) with C in (1, 3, 4), got {space}."
+            )
+        height, width, channels = space.shape
+        self.observation_space = spaces.Box(
+            0.0, 1.0, shape=(channels, height, width), dtype=np.float32
+        )
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.moveaxis(observation, -1, 0), dtype=np.float32) / 255.0
+
+
 class ActionRepeat(gym.Wrapper[Any, Any, Any, Any]):
     """Repeat each action ``repeat`` times, summing rewards and stopping at episode end."""
 
@@ -60,9 +85,10 @@ class ActionRepeat(gym.Wrapper[Any, Any, Any, Any]):
 def make_env(
     env_id: str, *, action_repeat: int = 1, normalize_observations: bool = False, **kwargs: Any
 ) -> gym.Env[np.ndarray, Any]:
-    """A gymnasium env with float vector observations, ready for a world model.
+    """A gymnasium env with float vector or (C, H, W) image observations, ready for a world model.
 
-    Discrete observations become one-hot vectors; ``action_repeat`` > 1 repeats actions;
+    Discrete observations become one-hot vectors; uint8 (H, W, C) images become float (C, H, W)
+    in [0, 1] (:class:`ImageObservation`); ``action_repeat`` > 1 repeats actions;
     ``normalize_observations`` applies gymnasium's running mean/std normalisation.
     """
     register_envs()
@@ -72,6 +98,9 @@ def make_env(
     env = gym.make(env_id, **kwargs)
     if isinstance(env.observation_space, (spaces.Discrete, spaces.MultiDiscrete)):
         env = OneHotObservation(env)
+    space = env.observation_space
+    if isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3:
+        env = ImageObservation(env)
     if not isinstance(env.observation_space, spaces.Box):
         raise TypeError(f"{env_id}: observation space {env.observation_space} is not supported.")
     if action_repeat > 1:

@@ -9,9 +9,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from ssmkit.rl.envs import MASKED_CARTPOLE_ID, TMAZE_ID, MaskedCartPole, TMaze  # noqa: E402
+from ssmkit.rl.envs import (  # noqa: E402
+    MASKED_CARTPOLE_ID,
+    PIXEL_TMAZE_ID,
+    TMAZE_ID,
+    MaskedCartPole,
+    PixelTMaze,
+    TMaze,
+)
 from ssmkit.rl.replay import SequenceReplay, VectorCollector  # noqa: E402
-from ssmkit.rl.wrappers import ActionRepeat, OneHotObservation, make_env  # noqa: E402
+from ssmkit.rl.wrappers import (  # noqa: E402
+    ActionRepeat,
+    ImageObservation,
+    OneHotObservation,
+    make_env,
+)
 
 
 @pytest.mark.parametrize("length", [1, 4])
@@ -136,3 +148,41 @@ def test_replay_sampling_windows_and_resume() -> None:
             is_first=torch.zeros(2, dtype=torch.bool),
             is_terminal=torch.zeros(2, dtype=torch.bool),
         )
+
+
+def test_pixel_tmaze_images_and_the_float_chw_wrapper() -> None:
+    env = PixelTMaze(corridor_length=2, size=16)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=3)
+    goal = env._goal
+    assert obs.shape == (16, 16, 3) and obs.dtype == np.uint8
+    # cue quadrant lit in red, corridor quadrant in green, nothing else
+    assert obs[:8, goal * 8 : goal * 8 + 8, 0].min() == 255
+    assert obs[:8, (1 - goal) * 8 : (1 - goal) * 8 + 8].max() == 0
+    assert obs[8:, :8, 1].min() == 255 and obs[8:, 8:].max() == 0
+    wrapped = make_env(PIXEL_TMAZE_ID, corridor_length=2, size=16)
+    image, _ = wrapped.reset(seed=3)
+    assert isinstance(wrapped, ImageObservation)
+    assert image.shape == (3, 16, 16) and image.dtype == np.float32
+    np.testing.assert_array_equal(image, np.moveaxis(obs, -1, 0) / 255.0)
+    with pytest.raises(ValueError, match="size"):
+        PixelTMaze(size=7)
+    with pytest.raises(TypeError, match="uint8"):
+        ImageObservation(TMaze())
+
+
+def test_replay_keeps_image_observation_shapes() -> None:
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: make_env(PIXEL_TMAZE_ID, corridor_length=1, size=8)] * 2
+    )
+    replay = SequenceReplay(16, (3, 8, 8), 2, num_envs=2)
+    collector = VectorCollector(envs, replay, seed=0)
+    first_obs = collector.obs.clone()
+    for _ in range(6):
+        collector.step(lambda obs, first: torch.zeros(obs.shape[0], dtype=torch.long))
+    assert replay.data["obs"].shape == (16, 2, 3, 8, 8)
+    torch.testing.assert_close(replay.data["obs"][0], first_obs)
+    batch = replay.sample(3, 4, torch.Generator().manual_seed(0))
+    assert batch["obs"].shape == (3, 4, 3, 8, 8)
+    with pytest.raises(ValueError, match="obs_dim"):
+        SequenceReplay(16, (3, 0, 8), 2)

@@ -72,3 +72,39 @@ def test_run_writes_metrics_checkpoint_and_plot(tmp_path: Path) -> None:
     if importlib.util.find_spec("tensorboard") is not None:
         events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
         assert events and events[0].stat().st_size > 100
+
+
+def test_image_env_trains_end_to_end_with_a_cnn_world_model(tmp_path: Path) -> None:
+    from ssmkit.rl.world_model import ConvEncoder
+
+    config = RLConfig(
+        env_id="ssmkit/PixelTMaze-v0",
+        env_kwargs={"corridor_length": 1, "size": 8},
+        world_model="s5",
+        world_model_kwargs={"mixer_kwargs": {"d_state": 8}, "stoch": 4, "classes": 4},
+        num_envs=2,
+        total_env_steps=40,
+        prefill_env_steps=10,
+        updates_per_lockstep=1.0,
+        batch_size=2,
+        seq_len=6,
+        d_hidden=16,
+        horizon=3,
+        eval_every=40,
+        eval_episodes=1,
+        checkpoint_every=10_000,
+        out_dir=str(tmp_path),
+        tensorboard=False,
+    )
+    trainer = Trainer(config)
+    assert isinstance(trainer.agent.world_model.encoder, ConvEncoder)
+    before = {k: v.clone() for k, v in trainer.agent.world_model.state_dict().items()}
+    history = trainer.run(progress=False)
+    assert trainer.updates > 0 and len(history) == 1
+    assert trainer.replay.data["obs"].shape[2:] == (3, 8, 8)
+    changed = [k for k, v in trainer.agent.world_model.state_dict().items() if "encoder" in k]
+    assert any(
+        not torch.equal(trainer.agent.world_model.state_dict()[k], before[k]) for k in changed
+    )
+    resumed = Trainer.load(tmp_path / "checkpoint.pt")
+    assert resumed.replay.data["obs"].shape == trainer.replay.data["obs"].shape
