@@ -16,6 +16,12 @@
 
 Both filters are idempotent on ssmkit's own state dicts, so ``checkpoint_filter_fn`` can be used for
 any checkpoint (timm's ``pretrained_filter_fn``).
+
+The Vim files are whole DeiT-style training checkpoints (115 MB for the 7M-parameter Vim-Ti, with
+the training ``args`` pickled as an ``argparse.Namespace``): besides ``"model"`` they hold the
+optimizer state and, by their size, an EMA copy. :func:`unwrap_state_dict` takes ``"model"`` (the
+weights whose accuracy the authors report for Ti / S); note that timm's own file loader
+(``pretrained_cfg_overlay=dict(file=...)``) prefers ``"model_ema"`` when a checkpoint has one.
 """
 
 from __future__ import annotations
