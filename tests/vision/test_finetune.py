@@ -284,7 +284,7 @@ if __name__ == "__main__":
 
 @pytest.mark.skipif(
     os.environ.get("SSMKIT_TEST_DDP") != "1",
-    reason="starts 3 Python processes (about a minute on 2 loaded cores); run with SSMKIT_TEST_DDP=1",
+    reason="starts 3 Python processes (1-2 minutes on 2 loaded cores); run with SSMKIT_TEST_DDP=1",
 )
 def test_ddp_two_cpu_processes(folder: Path, tmp_path: Path) -> None:
     """`strategy="ddp"`, 2 CPU processes (gloo): each rank trains on its own half of the data, and
