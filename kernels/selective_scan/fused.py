@@ -100,9 +100,9 @@ static inline __mmask16 lane_mask(int64_t e0, int64_t e_end) {
 
 /* u[t, e] = silu(b[e] + sum_k wT[k, e] x[t + off(k), e]), off(k) = k - (K-1) (causal) or
    (K-1) - k (reverse); x rows at stride sx, u rows at stride su; channels [e_begin, e_end). */
-void mf_conv_silu(const float* x, int64_t sx, const float* wT, const float* bias, float* u,
-                  int64_t su, int64_t L, int64_t E, int64_t K, int64_t reverse,
-                  int64_t e_begin, int64_t e_end) {
+static void conv_range(const float* x, int64_t sx, const float* wT, const float* bias, float* u,
+                       int64_t su, int64_t L, int64_t E, int64_t K, int64_t reverse,
+                       int64_t e_begin, int64_t e_end) {
     for (int64_t t = 0; t < L; ++t) {
 #ifdef SS_AVX512
         for (int64_t e0 = e_begin; e0 < e_end; e0 += 16) {
@@ -196,10 +196,11 @@ static inline __attribute__((always_inline)) void scan_block(
 }
 #endif
 
-void mf_scan(const float* u, int64_t su, const float* xd, int64_t sxd, const float* z,
-             int64_t sz, const float* wT, const float* bias, const float* a2, const float* D,
-             float* out, int64_t so, float scale, int64_t accumulate, int64_t reverse,
-             int64_t L, int64_t E, int64_t R, int64_t N, int64_t e_begin, int64_t e_end) {
+static void scan_range(const float* u, int64_t su, const float* xd, int64_t sxd, const float* z,
+                       int64_t sz, const float* wT, const float* bias, const float* a2,
+                       const float* D, float* out, int64_t so, float scale, int64_t accumulate,
+                       int64_t reverse, int64_t L, int64_t E, int64_t R, int64_t N,
+                       int64_t e_begin, int64_t e_end) {
 #ifdef SS_AVX512
     for (int64_t e0 = e_begin; e0 < e_end; e0 += 16) {
         __mmask16 m = lane_mask(e0, e_end);
@@ -236,9 +237,76 @@ void mf_scan(const float* u, int64_t su, const float* xd, int64_t sxd, const flo
     }
 #endif
 }
+
+/* Entry points: channels [e_begin, e_end) on nthreads OpenMP threads, cut at multiples of 16.
+   Built with -fopenmp, the library shares the process's (torch's) OpenMP runtime, so its workers
+   are the ones that just ran the matmuls (no oversubscription by idle-spinning threads). */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+int64_t mf_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static inline void split_blocks(int64_t e_begin, int64_t e_end, int64_t tid, int64_t nt,
+                                int64_t* lo, int64_t* hi) {
+    int64_t blocks = (e_end - e_begin + 15) / 16;
+    *lo = e_begin + blocks * tid / nt * 16;
+    *hi = e_begin + blocks * (tid + 1) / nt * 16;
+    if (*hi > e_end) *hi = e_end;
+}
+
+void mf_conv_silu(const float* x, int64_t sx, const float* wT, const float* bias, float* u,
+                  int64_t su, int64_t L, int64_t E, int64_t K, int64_t reverse,
+                  int64_t e_begin, int64_t e_end, int64_t nthreads) {
+#ifdef _OPENMP
+    if (nthreads > 1) {
+        #pragma omp parallel num_threads((int)nthreads)
+        {
+            int64_t lo, hi;
+            split_blocks(e_begin, e_end, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+            conv_range(x, sx, wT, bias, u, su, L, E, K, reverse, lo, hi);
+        }
+        return;
+    }
+#endif
+    conv_range(x, sx, wT, bias, u, su, L, E, K, reverse, e_begin, e_end);
+}
+
+void mf_scan(const float* u, int64_t su, const float* xd, int64_t sxd, const float* z,
+             int64_t sz, const float* wT, const float* bias, const float* a2, const float* D,
+             float* out, int64_t so, float scale, int64_t accumulate, int64_t reverse,
+             int64_t L, int64_t E, int64_t R, int64_t N, int64_t e_begin, int64_t e_end,
+             int64_t nthreads) {
+#ifdef _OPENMP
+    if (nthreads > 1) {
+        #pragma omp parallel num_threads((int)nthreads)
+        {
+            int64_t lo, hi;
+            split_blocks(e_begin, e_end, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+            scan_range(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
+                       reverse, L, E, R, N, lo, hi);
+        }
+        return;
+    }
+#endif
+    scan_range(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate, reverse, L, E,
+               R, N, e_begin, e_end);
+}
 """
 
 _NAMES = ("mf_conv_silu", "mf_scan")
+# -fopenmp first: the kernels then run on the process's OpenMP pool (torch's libgomp); without it
+# they are split over Python threads.
+_FLAG_SETS = (
+    ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"],
+    ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
+    ["-O3", "-fopenmp-simd", "-fno-math-errno"],
+)
 
 
 @functools.cache
@@ -250,7 +318,9 @@ def fused_library() -> ctypes.CDLL | None:
     if os.environ.get("SSMKIT_NATIVE", "1") == "0":
         return None
     try:
-        return _build(_SOURCE, _NAMES, "mamba_fused")
+        library = _build(_SOURCE, (*_NAMES, "mf_openmp"), "mamba_fused", _FLAG_SETS)
+        library.mf_openmp.restype = ctypes.c_int64
+        return library
     except (OSError, RuntimeError) as error:
         warnings.warn(
             f"mamba_inner_inference: could not build the fused CPU kernels ({error}); the "
@@ -359,7 +429,10 @@ def mamba_inner_inference(
     bias_c = None if conv_bias is None else conv_bias.contiguous()
     dt_bias = dt_proj_bias.contiguous()
     D_c = None if D is None else D.contiguous()
-    parts = _block_parts(channels)
+    if library.mf_openmp():  # one call, split over OpenMP threads inside
+        parts, omp_threads = [(0, channels)], torch.get_num_threads()
+    else:  # split over Python threads (ctypes releases the GIL)
+        parts, omp_threads = _block_parts(channels), 1
     u = torch.empty(length, channels)
     ints = ctypes.c_int64
     for b in range(batch):
@@ -374,7 +447,7 @@ def mamba_inner_inference(
                 _ptr(bias_c),
                 _ptr(u),
                 ints(channels),
-                *map(ints, (length, channels, k, int(reverse), lo, hi)),
+                *map(ints, (length, channels, k, int(reverse), lo, hi, omp_threads)),
             ),
         )
         x_dbl = torch.mm(u, x_proj_weight.t())  # (L, R + 2N)
@@ -398,6 +471,7 @@ def mamba_inner_inference(
                 *map(
                     ints, (int(accumulate), int(reverse), length, channels, rank, n_state, lo, hi)
                 ),
+                ints(omp_threads),
             ),
         )
     return out
