@@ -146,16 +146,20 @@ def test_inputs_are_untouched() -> None:
 @pytest.mark.skipif(
     shutil.which(os.environ.get("CC", "gcc")) is None, reason="needs gcc to build the portable C"
 )
-def test_portable_build_matches(
-    monkeypatch: pytest.MonkeyPatch, assert_close: Callable[..., None]
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["-O2", "-DSS_PORTABLE", "-fno-math-errno"], id="portable-c"),
+        pytest.param(["-O3", "-march=native", "-fno-math-errno"], id="no-openmp"),
+    ],
+)
+def test_other_builds_match(
+    flags: list[str], monkeypatch: pytest.MonkeyPatch, assert_close: Callable[..., None]
 ) -> None:
-    """The plain-C path (what machines without AVX-512 run) gives the same result."""
-    portable = native._build(
-        fused._SOURCE,
-        fused._NAMES,
-        "mamba_fused_portable",
-        (["-O2", "-DSS_PORTABLE", "-fno-math-errno"],),
-    )
+    """The plain-C path (what machines without AVX-512 run) and a build without OpenMP (channels
+    split over Python threads instead) give the same result."""
+    portable = native._build(fused._SOURCE, fused._NAMES, "mamba_fused_test", (flags,))
+    assert not portable.mf_openmp()
     monkeypatch.setattr(fused, "fused_library", lambda: portable)
     channels = 20
     xz, p = make(channels=channels, n_state=6)
