@@ -246,9 +246,62 @@ void ss_backward(const float* u, const float* dt, const float* A, const float* B
                       dA_part, dB_part, dC_part, dh0, dbias_part, E, N, L, G, chunk, p_begin,
                       p_end);
 }
+
+/* The same over channels [0, P) on nthreads OpenMP threads (thread i accumulates B/C gradients in
+   part i of dB_parts / dC_parts, part_size elements each). */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+int64_t ss_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void ss_forward_par(const float* u, const float* dt, const float* A, const float* Bt,
+                    const float* Ct, const float* h0, const float* keep, const float* dbias,
+                    int64_t softplus, float* y, float* last, float* chunk_states, int64_t E,
+                    int64_t N, int64_t L, int64_t G, int64_t chunk, int64_t P, int64_t nthreads) {
+#ifdef _OPENMP
+    #pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        ss_forward(u, dt, A, Bt, Ct, h0, keep, dbias, softplus, y, last, chunk_states, E, N, L,
+                   G, chunk, P * tid / nt, P * (tid + 1) / nt);
+    }
+#else
+    ss_forward(u, dt, A, Bt, Ct, h0, keep, dbias, softplus, y, last, chunk_states, E, N, L, G,
+               chunk, 0, P);
+#endif
+}
+
+void ss_backward_par(const float* u, const float* dt, const float* A, const float* Bt,
+                     const float* Ct, const float* keep, const float* dbias, int64_t softplus,
+                     const float* chunk_states, const float* dy, const float* dlast, float* du,
+                     float* ddt, float* dA_part, float* dB_parts, float* dC_parts, float* dh0,
+                     float* dbias_part, int64_t E, int64_t N, int64_t L, int64_t G, int64_t chunk,
+                     int64_t P, int64_t part_size, int64_t nthreads) {
+#ifdef _OPENMP
+    #pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        ss_backward(u, dt, A, Bt, Ct, keep, dbias, softplus, chunk_states, dy, dlast, du, ddt,
+                    dA_part, dB_parts + tid * part_size, dC_parts + tid * part_size, dh0,
+                    dbias_part, E, N, L, G, chunk, P * tid / nt, P * (tid + 1) / nt);
+    }
+#else
+    ss_backward(u, dt, A, Bt, Ct, keep, dbias, softplus, chunk_states, dy, dlast, du, ddt, dA_part,
+                dB_parts, dC_parts, dh0, dbias_part, E, N, L, G, chunk, 0, P);
+#endif
+}
 """
 
+# -fopenmp first: the channel split then runs on the process's OpenMP pool (torch's libgomp, the
+# threads that just ran the surrounding ops); without it, on Python threads.
 _FLAG_SETS = (
+    ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"],
     ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
     ["-O3", "-fopenmp-simd", "-fno-math-errno"],
 )
@@ -268,7 +321,7 @@ def _cache_dir() -> Path:
 
 def _build(
     source: str = _SOURCE,
-    names: tuple[str, ...] = ("ss_forward", "ss_backward"),
+    names: tuple[str, ...] = ("ss_forward", "ss_backward", "ss_forward_par", "ss_backward_par"),
     stem: str = "selective_scan",
     flag_sets: tuple[list[str], ...] = _FLAG_SETS,
 ) -> ctypes.CDLL:
@@ -323,7 +376,9 @@ def native_library() -> ctypes.CDLL | None:
     if os.environ.get("SSMKIT_NATIVE", "1") == "0":
         return None
     try:
-        return _build()
+        library = _build()
+        library.ss_openmp.restype = ctypes.c_int64
+        return library
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(
             f"selective_scan: could not build the native CPU kernel ({error}); using the slower "
@@ -405,16 +460,25 @@ class NativeSelectiveScan(torch.autograd.Function):
         dims = (channels, n_state, length, groups, CHUNK)
         pointers = [_ptr(t) for t in (u, dt, A, Bt, Ct, h0, keep, bias)]
         outputs = [_ptr(t) for t in (y, last, chunk_states)]
-        _run_parts(
-            library.ss_forward,
-            _parts(batch * channels),
-            lambda i, lo, hi: (
+        parts = _parts(batch * channels)
+        if library.ss_openmp() and len(parts) > 1:  # split over the OpenMP pool inside
+            library.ss_forward_par(
                 *pointers,
                 ctypes.c_int64(int(softplus)),
                 *outputs,
-                *map(ctypes.c_int64, (*dims, lo, hi)),
-            ),
-        )
+                *map(ctypes.c_int64, (*dims, batch * channels, len(parts))),
+            )
+        else:
+            _run_parts(
+                library.ss_forward,
+                parts,
+                lambda i, lo, hi: (
+                    *pointers,
+                    ctypes.c_int64(int(softplus)),
+                    *outputs,
+                    *map(ctypes.c_int64, (*dims, lo, hi)),
+                ),
+            )
         if training:
             ctx.save_for_backward(u, dt, A, Bt, Ct, keep, bias, chunk_states)
         ctx.has_h0 = h0 is not None
@@ -440,20 +504,32 @@ class NativeSelectiveScan(torch.autograd.Function):
         dims = (channels, n_state, length, groups, CHUNK)
         inputs = [_ptr(t) for t in (u, dt, A, Bt, Ct, keep, bias)]
         shared = [_ptr(t) for t in (chunk_states, dy, dlast, du, ddt, dA)]
-        _run_parts(
-            library.ss_backward,
-            parts,
-            lambda i, lo, hi: (
+        if library.ss_openmp() and len(parts) > 1:  # split over the OpenMP pool inside
+            library.ss_backward_par(
                 *inputs,
                 ctypes.c_int64(int(ctx.softplus)),
                 *shared,
-                _ptr(dB[i]),
-                _ptr(dC[i]),
+                _ptr(dB),
+                _ptr(dC),
                 _ptr(dh0),
                 _ptr(dbias),
-                *map(ctypes.c_int64, (*dims, lo, hi)),
-            ),
-        )
+                *map(ctypes.c_int64, (*dims, batch * channels, dB[0].numel(), len(parts))),
+            )
+        else:
+            _run_parts(
+                library.ss_backward,
+                parts,
+                lambda i, lo, hi: (
+                    *inputs,
+                    ctypes.c_int64(int(ctx.softplus)),
+                    *shared,
+                    _ptr(dB[i]),
+                    _ptr(dC[i]),
+                    _ptr(dh0),
+                    _ptr(dbias),
+                    *map(ctypes.c_int64, (*dims, lo, hi)),
+                ),
+            )
         dB = dB.sum(0).transpose(-1, -2)
         dC = dC.sum(0).transpose(-1, -2)
         ddelta_bias = None if bias is None else dbias.sum(0)

@@ -4,6 +4,7 @@ errors."""
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import shutil
@@ -427,3 +428,20 @@ def test_cpu_forward_without_grad_matches(
         y, last = selective_scan(*args, True, True, backend="cpu")
     assert_close("y", y_ref, y, 1e-4)
     assert_close("last", last_ref, last, 1e-4)
+
+
+def test_native_kernel_without_openmp_matches(
+    monkeypatch: pytest.MonkeyPatch, assert_close: Callable[..., None]
+) -> None:
+    """Built without OpenMP, the native kernel splits channels over Python threads instead: same
+    outputs and gradients."""
+    native = importlib.import_module("ssmkit.kernels.selective_scan.native")
+    if native.native_library() is None:
+        pytest.skip("no C compiler: the native kernel is not built")
+    library = native._build(flag_sets=(["-O3", "-fopenmp-simd", "-fno-math-errno"],))
+    library.ss_openmp.restype = ctypes.c_int64
+    assert not library.ss_openmp()
+    cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
+    monkeypatch.setattr(native, "native_library", lambda: library)
+    monkeypatch.setattr(cpu, "native_library", lambda: library)
+    check_against_reference(assert_close, make_inputs(2, 8, 16, 70, groups=2), "cpu")
