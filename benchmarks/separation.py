@@ -355,6 +355,73 @@ def replace_section(path: Path, heading: str, lines: list[str]) -> None:
     path.write_text("\n## ".join(kept).rstrip("\n") + "\n")
 
 
+def profile_one(label: str, repeats: int, top: int = 8) -> dict:
+    """CPU time of one training step (forward, PIT SI-SNR, backward, Adam) at the training
+    configuration, batch ``BATCH`` x ``SEGMENT_S`` s, one thread; plus the ``top`` operators by
+    self CPU time from ``torch.profiler`` for one more step."""
+    import ssmkit
+    from ssmkit.audio.metrics import pit_si_snr
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    name, kwargs = TRAIN_MODELS[label]
+    model = ssmkit.create_model(name, **kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    mixture = torch.randn(BATCH, int(SEGMENT_S * RATE))
+    sources = torch.randn(BATCH, 2, mixture.shape[-1])
+
+    def step() -> None:
+        loss = pit_si_snr(model(mixture), sources)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        step()
+        times.append(time.process_time() - start)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {
+        "step_s": statistics.median(times),
+        "ops": [(e.key, 100 * e.self_cpu_time_total / total, e.count) for e in events[:top]],
+    }
+
+
+def profile_section(repeats: int) -> list[str]:
+    rows, details = [], []
+    for label in TRAIN_MODELS:
+        cmd = [sys.executable, __file__, "--profile-one", label, "--repeats", str(repeats)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(f"| {label} | {res['step_s']:.2f} | {60 / res['step_s']:.0f} |")
+        ops = ", ".join(f"{k} {pct:.0f} % ({n})" for k, pct, n in res["ops"])
+        details.append(f"- {label}: {ops}")
+        print(rows[-1], flush=True)
+    load = os.getloadavg()[0]
+    return [
+        "## 4. Cost of one training step (one thread)",
+        "",
+        f"`ssmkit bench separation --profile-only --repeats {repeats}`: forward + PIT SI-SNR +"
+        f" backward + Adam on a batch of {BATCH} x {SEGMENT_S:g} s, the training configurations"
+        f" of part 2; median process-CPU time of {repeats} steps (load average {load:.1f}).",
+        "",
+        "| model | CPU s per step | steps per CPU minute |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "Top operators by self CPU time in one profiled step (`torch.profiler`; share of the"
+        " step, number of calls):",
+        "",
+        *details,
+    ]
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -371,6 +438,8 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-only", action="store_true",
                         help="only part 3; replaces that section of the results file")  # fmt: skip
+    parser.add_argument("--profile-only", action="store_true", help="only part 4 (step cost)")
+    parser.add_argument("--profile-one", help=argparse.SUPPRESS)
     parser.add_argument("--train-one", help=argparse.SUPPRESS)
     parser.add_argument("--measure-one", help=argparse.SUPPRESS)
     parser.add_argument("--eval-one", help=argparse.SUPPRESS)
@@ -390,6 +459,9 @@ def main() -> None:
     if args.measure_one:
         print(json.dumps(measure_one(args.measure_one, args.seconds, args.repeats)))
         return
+    if args.profile_one:
+        print(json.dumps(profile_one(args.profile_one, args.repeats)))
+        return
     if args.quick:
         args.budget_min, args.lengths, args.repeats = 1.0, [10.0], 1
     RESULTS.mkdir(exist_ok=True)
@@ -398,6 +470,11 @@ def main() -> None:
         section = speed_section(args.lengths, args.repeats, args.cell_timeout)
         print("\n".join(section))
         replace_section(out, "3. Inference", section)
+        return
+    if args.profile_only:
+        section = profile_section(args.repeats)
+        print("\n".join(section))
+        replace_section(out, "4. Cost", section)
         return
     if not (args.corpus / "train").is_dir():
         raise SystemExit(
@@ -440,6 +517,7 @@ def main() -> None:
     ]
     if not args.skip_speed:
         lines += speed_section(args.lengths, args.repeats, args.cell_timeout)
+        lines += ["", *profile_section(args.repeats)]
     text = "\n".join(lines) + "\n"
     print(text)
     out.write_text(text)
