@@ -236,8 +236,9 @@ def measure_cost(
             if i > 0:  # the first step allocates and autotunes
                 times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - cpu_start)
-        out["step_s"] = statistics.median(times)
-        out["step_cpu_s"] = statistics.median(cpu_times)
+        # --repeats 0: memory only (one untimed step, which allocates the optimizer state).
+        out["step_s"] = statistics.median(times) if times else math.nan
+        out["step_cpu_s"] = statistics.median(cpu_times) if cpu_times else math.nan
         out["train_mb"] = (
             torch.cuda.max_memory_allocated() / 2**20
             if dev.type == "cuda"
@@ -299,7 +300,9 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--size3d", type=int, default=None, help="synthetic 3-D volume side")
     parser.add_argument("--size2d", type=int, default=None, help="synthetic 2-D image side")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps per cost cell")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed steps per cost cell (0: memory only)"
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS_3D), help="subset of networks")
     parser.add_argument(
         "--accuracy-dims", type=int, nargs="+", default=[3, 2], help="accuracy parts: 3 and/or 2"
@@ -320,7 +323,8 @@ def main(argv: list[str] | None = None) -> str:
     args.sizes = args.sizes or ([64] if quick else [64, 128])
     args.size3d = args.size3d or (32 if quick else 64)
     args.size2d = args.size2d or (64 if quick else 128)
-    args.repeats = args.repeats or (2 if quick else 5)
+    if args.repeats is None:
+        args.repeats = 2 if quick else 5
     if args.device == "cpu":
         torch.set_num_threads(1)
     device_name = (
@@ -389,7 +393,7 @@ def main(argv: list[str] | None = None) -> str:
             if "error" in r:
                 row = f"| {name} | {size}^3 | {r['error']} | - | - | {_fmt(r.get('infer_mb'), 0)} |"
             else:
-                row = f"| {name} | {size}^3 | {r['step_s']:.3f} | {r['step_cpu_s']:.3f} | {r['train_mb']:.0f} | {r['infer_mb']:.0f} |"
+                row = f"| {name} | {size}^3 | {_fmt(r['step_s'], 3)} | {_fmt(r['step_cpu_s'], 3)} | {r['train_mb']:.0f} | {r['infer_mb']:.0f} |"
             print(row, flush=True)
             lines.append(row)
     table = "\n".join(lines) + "\n"
