@@ -1,7 +1,7 @@
-"""Segmentation benchmark: U-Mamba Bot/Enc and SegMamba vs MONAI UNet and SwinUNETR, same run.
+"""Segmentation benchmark: U-Mamba Bot/Enc, SegMamba and nnMamba vs MONAI UNet and SwinUNETR, same run.
 
 Two parts, every network built at the same base width ``--width`` (UNet/U-Mamba channels w..16w,
-SegMamba feature sizes w..8w with hidden 16w; SwinUNETR feature_size 24, its smallest standard
+SegMamba feature sizes w..8w with hidden 16w, nnMamba stem w and stages 2w..8w; SwinUNETR feature_size 24, its smallest standard
 size, or 12 when w < 16):
 
 1. Accuracy at an equal budget: each network trains for the same seconds (AdamW 1e-3,
@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssmkit.bio import SegMamba, UMambaBot, UMambaEnc
+from ssmkit.bio import NNMamba, SegMamba, UMambaBot, UMambaEnc
 
 RESULTS = Path(__file__).resolve().parent / "results" / "segmentation.md"
-MODELS_3D = ("unet", "swinunetr", "umamba_bot", "umamba_enc", "segmamba")
-MODELS_2D = ("unet", "swinunetr", "umamba_bot", "umamba_enc")
+MODELS_3D = ("unet", "swinunetr", "umamba_bot", "umamba_enc", "segmamba", "nnmamba")
+MODELS_2D = ("unet", "swinunetr", "umamba_bot", "umamba_enc", "nnmamba")
 
 
 def build(name: str, spatial_dims: int, width: int) -> torch.nn.Module:
@@ -67,6 +67,8 @@ def build(name: str, spatial_dims: int, width: int) -> torch.nn.Module:
         return cls(spatial_dims, 1, 2, channels=widths, strides=(1, 2, 2, 2, 2))
     if name == "segmamba":
         return SegMamba(3, 1, 2, feature_size=widths[:4], hidden_size=widths[4])
+    if name == "nnmamba":
+        return NNMamba(spatial_dims, 1, 2, channels=width, blocks=3)
     raise ValueError(f"unknown network {name!r}")
 
 

@@ -1,8 +1,8 @@
 """ssmkit.bio: Mamba medical segmentation on MONAI.
 
 Networks (torch only at import; SegMamba's decoder needs MONAI when built): :class:`UMambaBot`,
-:class:`UMambaEnc`, :class:`SegMamba`, registered as ``bio.umamba_bot``, ``bio.umamba_enc``,
-``bio.segmamba``. Training pieces (``SegmentationDataModule``, ``SegmentationTask``) need the
+:class:`UMambaEnc`, :class:`SegMamba`, :class:`NNMamba`, registered as ``bio.umamba_bot``,
+``bio.umamba_enc``, ``bio.segmamba``, ``bio.nnmamba``. Training pieces (``SegmentationDataModule``, ``SegmentationTask``) need the
 ``bio`` and ``train`` extras (MONAI, nibabel, Lightning) and are imported on first use, as is
 ``segment_file`` behind ``ssmkit segment``.
 """
@@ -17,6 +17,7 @@ import importlib
 from typing import Any
 
 from ssmkit.bio.blocks import MambaLayer
+from ssmkit.bio.nnmamba import FlipMambaLayer, NNMamba
 from ssmkit.bio.segmamba import GatedSpatialConv, SegMamba, ToMLayer
 from ssmkit.bio.umamba import UMambaBot, UMambaEnc
 
@@ -27,8 +28,10 @@ _LAZY = {
 }
 
 __all__ = [
+    "FlipMambaLayer",
     "GatedSpatialConv",
     "MambaLayer",
+    "NNMamba",
     "SegMamba",
     "SegmentationDataModule",
     "SegmentationTask",
