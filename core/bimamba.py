@@ -27,7 +27,9 @@ from ssmkit.core.mamba import (
     Mamba,
     can_fuse,
     causal_conv1d,
+    fused_in_proj,
     fused_inner,
+    inference_workspace,
     make_A_log,
     make_D,
     make_dt_proj,
@@ -216,10 +218,9 @@ class BiMamba(nn.Module):
             y_f = self.mamba_fwd.forward_fused(x)
             y_b = self.mamba_bwd.forward_fused(x, reverse=True)
             return _merge(y_f, y_b, self.merge, dim=-1)
-        E = self.d_inner
-        xz = self.in_proj(x)  # (B, L, 2E)
+        E, (batch, length) = self.d_inner, x.shape[:2]
         concat = self.merge == "concat"
-        merged = x.new_empty(x.shape[0], x.shape[1], 2 * E if concat else E)
+        width = 2 * E if concat else E
         own = self.variant == "v2"
         directions = (
             (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D),
@@ -231,18 +232,23 @@ class BiMamba(nn.Module):
                 self.D_b if own else self.D,
             ),
         )
-        for index, params in enumerate(directions):
-            fused_inner(
-                xz[..., :E],
-                xz[..., E:],
-                *params,
-                reverse=index == 1,
-                out=merged[..., index * E : (index + 1) * E] if concat else merged,
-                scale=0.5 if self.merge == "mean" else 1.0,
-                accumulate=index == 1 and not concat,
-            )
-        del xz
-        return self.out_proj(merged)
+        with inference_workspace(batch * length * (2 * E + width)) as buffer:
+            # in_proj's output (B, L, 2E) and the merged out_proj input (B, L, width), reused
+            # across layers
+            split = batch * length * 2 * E
+            xz = fused_in_proj(self.in_proj, x, buffer[:split].view(batch, length, 2 * E))
+            merged = buffer[split:].view(batch, length, width)
+            for index, params in enumerate(directions):
+                fused_inner(
+                    xz[..., :E],
+                    xz[..., E:],
+                    *params,
+                    reverse=index == 1,
+                    out=merged[..., index * E : (index + 1) * E] if concat else merged,
+                    scale=0.5 if self.merge == "mean" else 1.0,
+                    accumulate=index == 1 and not concat,
+                )
+            return self.out_proj(merged)
 
     def init_state(self, *args: Any, **kwargs: Any) -> Any:
         """Not available: raises ``TypeError`` (a bidirectional mixer cannot stream)."""

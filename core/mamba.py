@@ -11,7 +11,10 @@ shared with :mod:`ssmkit.core.bimamba`.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -152,6 +155,53 @@ def can_fuse(x: torch.Tensor, module: nn.Module) -> bool:
     if resolve_backend("selective_scan", "auto", x.device) != "cpu":
         return False
     return fused_available(x, *module.parameters())
+
+
+class _Workspace(threading.local):
+    buffer: torch.Tensor | None = None
+    busy: bool = False
+
+
+_WORKSPACE = _Workspace()
+_WORKSPACE_MAX = 1 << 26  # floats (256 MiB): larger requests get a fresh tensor
+
+
+@contextlib.contextmanager
+def inference_workspace(numel: int) -> Iterator[torch.Tensor]:
+    """A flat fp32 CPU scratch tensor of ``numel`` elements for the fused inference path.
+
+    One buffer per thread, kept between calls and grown to the largest request, so a stack of
+    mixers reuses the same memory for ``in_proj``'s output and the ``out_proj`` input instead of
+    allocating (and page-faulting) two large tensors per layer. Nothing returned to the caller
+    aliases it. Nested use, or requests over 256 MiB, get a fresh tensor. Free it with
+    :func:`release_inference_workspace`.
+    """
+    ws = _WORKSPACE
+    if ws.busy or numel > _WORKSPACE_MAX:
+        yield torch.empty(numel)
+        return
+    if ws.buffer is None or ws.buffer.numel() < numel:
+        ws.buffer = None
+        with torch.inference_mode(False):  # a normal tensor: usable in and out of inference mode
+            ws.buffer = torch.empty(numel)
+    ws.busy = True
+    try:
+        yield ws.buffer[:numel]
+    finally:
+        ws.busy = False
+
+
+def release_inference_workspace() -> None:
+    """Free this thread's fused-inference scratch buffer (it is re-created when next needed)."""
+    _WORKSPACE.buffer = None
+
+
+def fused_in_proj(in_proj: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``in_proj(x)`` written into ``out`` ``(B, L, 2E)`` (a workspace view)."""
+    torch.matmul(x, in_proj.weight.t(), out=out)
+    if in_proj.bias is not None:
+        out.add_(in_proj.bias)
+    return out
 
 
 @torch.compiler.disable
@@ -492,20 +542,24 @@ class Mamba(nn.Module):
         Returns:
             ``y (B, L, D)``.
         """
-        xz = self.in_proj(x)  # (B, L, 2E), read in place by the fused kernels
-        E = self.d_inner
-        y = fused_inner(
-            xz[..., :E],
-            xz[..., E:],
-            self.conv1d,
-            self.x_proj,
-            self.dt_proj,
-            self.A_log,
-            self.D,
-            reverse=reverse,
-        )
-        del xz
-        return self.out_proj(y)
+        E, (batch, length) = self.d_inner, x.shape[:2]
+        with inference_workspace(batch * length * 3 * E) as buffer:
+            # (B, L, 2E), read in place by the fused kernels; y (B, L, E) beside it
+            xz = fused_in_proj(
+                self.in_proj, x, buffer[: batch * length * 2 * E].view(batch, length, -1)
+            )
+            y = fused_inner(
+                xz[..., :E],
+                xz[..., E:],
+                self.conv1d,
+                self.x_proj,
+                self.dt_proj,
+                self.A_log,
+                self.D,
+                reverse=reverse,
+                out=buffer[batch * length * 2 * E :].view(batch, length, E),
+            )
+            return self.out_proj(y)
 
     def step(
         self, x: torch.Tensor, state: ConvSSMState, *, resets: torch.Tensor | None = None

@@ -36,12 +36,13 @@ import warnings
 
 import torch
 
-from ssmkit.kernels.selective_scan.native import _build, _parts, _ptr, _run_parts
+from ssmkit.kernels.selective_scan.native import _build, _ptr
 
 LANES = 16  # channels per block (one AVX-512 vector)
 
 _SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 
@@ -98,12 +99,14 @@ static inline __mmask16 lane_mask(int64_t e0, int64_t e_end) {
 }
 #endif
 
-/* u[t, e] = silu(b[e] + sum_k wT[k, e] x[t + off(k), e]), off(k) = k - (K-1) (causal) or
+/* u[t - t_off, e] = silu(b[e] + sum_k wT[k, e] x[t + off(k), e]), off(k) = k - (K-1) (causal) or
    (K-1) - k (reverse); x rows at stride sx, u rows at stride su; channels [e_begin, e_end). */
 static void conv_range(const float* x, int64_t sx, const float* wT, const float* bias, float* u,
                        int64_t su, int64_t L, int64_t E, int64_t K, int64_t reverse,
-                       int64_t e_begin, int64_t e_end) {
-    for (int64_t t = 0; t < L; ++t) {
+                       int64_t e_begin, int64_t e_end, int64_t t_begin, int64_t t_end,
+                       int64_t t_off) {
+    /* times [t_begin, t_end) go to u rows t - t_off */
+    for (int64_t t = t_begin; t < t_end; ++t) {
 #ifdef SS_AVX512
         for (int64_t e0 = e_begin; e0 < e_end; e0 += 16) {
             __mmask16 m = lane_mask(e0, e_end);
@@ -114,7 +117,7 @@ static void conv_range(const float* x, int64_t sx, const float* wT, const float*
                 acc = FMA(_mm512_maskz_loadu_ps(m, wT + k * E + e0),
                           _mm512_maskz_loadu_ps(m, x + j * sx + e0), acc);
             }
-            _mm512_mask_storeu_ps(u + t * su + e0, m, silu_v(acc));
+            _mm512_mask_storeu_ps(u + (t - t_off) * su + e0, m, silu_v(acc));
         }
 #else
         for (int64_t e = e_begin; e < e_end; ++e) {
@@ -123,7 +126,7 @@ static void conv_range(const float* x, int64_t sx, const float* wT, const float*
                 int64_t j = reverse ? t + (K - 1) - k : t - (K - 1) + k;
                 if (j >= 0 && j < L) acc += wT[k * E + e] * x[j * sx + e];
             }
-            u[t * su + e] = silu_s(acc);
+            u[(t - t_off) * su + e] = silu_s(acc);
         }
 #endif
     }
@@ -151,12 +154,16 @@ static inline __m512 delta_at(const float* row, const float* wT, __m512 bv, int6
 static inline __attribute__((always_inline)) void scan_block(
         const float* u, int64_t su, const float* xd, int64_t sxd, const float* z, int64_t sz,
         const float* wT, const float* bias, const float* a2, const float* D, float* out,
-        int64_t so, float scale, int64_t accumulate, int64_t reverse, int64_t L, int64_t E,
-        int64_t R, const int64_t N, __m512* h, __m512* a, int64_t e0, __mmask16 m) {
+        int64_t so, float scale, int64_t accumulate, int64_t reverse, int64_t t_begin,
+        int64_t t_end, int64_t E, int64_t R, const int64_t N, __m512* h, __m512* a,
+        float* state, int64_t e0, __mmask16 m) {
+    /* times [t_begin, t_end) (backwards with reverse); u and xd hold rows t - t_begin; the
+       block's state (N x 16) is read from and written back to state */
     for (int64_t n = 0; n < N; ++n) {
-        h[n] = _mm512_setzero_ps();
+        h[n] = _mm512_loadu_ps(state + n * 16);
         a[n] = _mm512_maskz_loadu_ps(m, a2 + n * E + e0);
     }
+    const int64_t L = t_end - t_begin;
     const __m512 bv = _mm512_maskz_loadu_ps(m, bias + e0);
     const __m512 dv = D ? _mm512_maskz_loadu_ps(m, D + e0) : _mm512_setzero_ps();
     const __m512 sv = SET1(scale);
@@ -164,12 +171,12 @@ static inline __attribute__((always_inline)) void scan_block(
        behind the state update. */
     __m512 delta_next = delta_at(xd + (reverse ? L - 1 : 0) * sxd, wT, bv, R, E, e0, m);
     for (int64_t s = 0; s < L; ++s) {
-        const int64_t t = reverse ? L - 1 - s : s;
-        const float* row = xd + t * sxd;
+        const int64_t i = reverse ? L - 1 - s : s, t = t_begin + i; /* chunk row, time */
+        const float* row = xd + i * sxd;
         const __m512 delta = delta_next;
-        const int64_t t_next = s + 1 < L ? (reverse ? t - 1 : t + 1) : t;
-        delta_next = delta_at(xd + t_next * sxd, wT, bv, R, E, e0, m);
-        const __m512 uv = _mm512_maskz_loadu_ps(m, u + t * su + e0);
+        const int64_t i_next = s + 1 < L ? (reverse ? i - 1 : i + 1) : i;
+        delta_next = delta_at(xd + i_next * sxd, wT, bv, R, E, e0, m);
+        const __m512 uv = _mm512_maskz_loadu_ps(m, u + i * su + e0);
         const __m512 du = _mm512_mul_ps(delta, uv);
         const float *Bp = row + R, *Cp = row + R + N;
         __m512 acc0 = _mm512_mul_ps(dv, uv), acc1 = _mm512_setzero_ps();
@@ -193,42 +200,47 @@ static inline __attribute__((always_inline)) void scan_block(
         y = accumulate ? FMA(y, sv, _mm512_maskz_loadu_ps(m, op)) : _mm512_mul_ps(y, sv);
         _mm512_mask_storeu_ps(op, m, y);
     }
+    for (int64_t n = 0; n < N; ++n) _mm512_storeu_ps(state + n * 16, h[n]);
 }
 #endif
 
+/* One chunk [t_begin, t_end) of the scan for channels [e_begin, e_end); u, xd hold the chunk's
+   rows (t - t_begin); state (ceil(E / 16) blocks of N x 16) carries h between chunks. */
 static void scan_range(const float* u, int64_t su, const float* xd, int64_t sxd, const float* z,
                        int64_t sz, const float* wT, const float* bias, const float* a2,
                        const float* D, float* out, int64_t so, float scale, int64_t accumulate,
-                       int64_t reverse, int64_t L, int64_t E, int64_t R, int64_t N,
-                       int64_t e_begin, int64_t e_end) {
+                       int64_t reverse, int64_t t_begin, int64_t t_end, int64_t E, int64_t R,
+                       int64_t N, float* state, int64_t e_begin, int64_t e_end) {
 #ifdef SS_AVX512
     for (int64_t e0 = e_begin; e0 < e_end; e0 += 16) {
         __mmask16 m = lane_mask(e0, e_end);
+        float* st = state + e0 * N;
         if (N == 16) {
-            /* fixed size and a fully unrolled n loop: the state stays in registers */
+            /* fixed size and a fully unrolled n loop */
             __m512 h[16], a[16];
             scan_block(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
-                       reverse, L, E, R, 16, h, a, e0, m);
+                       reverse, t_begin, t_end, E, R, 16, h, a, st, e0, m);
         } else {
             __m512 h[N], a[N];
             scan_block(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
-                       reverse, L, E, R, N, h, a, e0, m);
+                       reverse, t_begin, t_end, E, R, N, h, a, st, e0, m);
         }
     }
 #else
-    float h[N];
+    const int64_t L = t_end - t_begin;
     for (int64_t e = e_begin; e < e_end; ++e) {
-        for (int64_t n = 0; n < N; ++n) h[n] = 0.0f;
+        float* st = state + (e & ~(int64_t)15) * N + (e & 15);
         for (int64_t s = 0; s < L; ++s) {
-            const int64_t t = reverse ? L - 1 - s : s;
-            const float* row = xd + t * sxd;
+            const int64_t i = reverse ? L - 1 - s : s, t = t_begin + i;
+            const float* row = xd + i * sxd;
             float dl = bias[e];
             for (int64_t r = 0; r < R; ++r) dl += row[r] * wT[r * E + e];
-            const float delta = sp_s(dl), uv = u[t * su + e], du = delta * uv;
+            const float delta = sp_s(dl), uv = u[i * su + e], du = delta * uv;
             float y = D ? D[e] * uv : 0.0f;
             for (int64_t n = 0; n < N; ++n) {
-                h[n] = exp2f(delta * a2[n * E + e]) * h[n] + du * row[R + n];
-                y += row[R + N + n] * h[n];
+                float hn = exp2f(delta * a2[n * E + e]) * st[n * 16] + du * row[R + n];
+                st[n * 16] = hn;
+                y += row[R + N + n] * hn;
             }
             if (z) y *= silu_s(z[t * sz + e]);
             float* op = out + t * so + e;
@@ -238,9 +250,38 @@ static void scan_range(const float* u, int64_t su, const float* xd, int64_t sxd,
 #endif
 }
 
-/* Entry points: channels [e_begin, e_end) on nthreads OpenMP threads, cut at multiples of 16.
-   Built with -fopenmp, the library shares the process's (torch's) OpenMP runtime, so its workers
-   are the ones that just ran the matmuls (no oversubscription by idle-spinning threads). */
+/* xd[i, :] = u[i, :] @ xw for rows [0, rows); xw (E, P) = x_proj_w transposed. */
+static void xproj_rows(const float* u, int64_t rows, int64_t E, const float* xw, int64_t P,
+                       float* xd) {
+    int64_t i = 0;
+#ifdef SS_AVX512
+    for (; i + 4 <= rows; i += 4) {
+        const float *u0 = u + i * E, *u1 = u0 + E, *u2 = u1 + E, *u3 = u2 + E;
+        for (int64_t p0 = 0; p0 < P; p0 += 16) {
+            __mmask16 m = lane_mask(p0, P);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t e = 0; e < E; ++e) {
+                __m512 w = _mm512_maskz_loadu_ps(m, xw + e * P + p0);
+                a0 = FMA(SET1(u0[e]), w, a0);
+                a1 = FMA(SET1(u1[e]), w, a1);
+                a2 = FMA(SET1(u2[e]), w, a2);
+                a3 = FMA(SET1(u3[e]), w, a3);
+            }
+            _mm512_mask_storeu_ps(xd + i * P + p0, m, a0);
+            _mm512_mask_storeu_ps(xd + (i + 1) * P + p0, m, a1);
+            _mm512_mask_storeu_ps(xd + (i + 2) * P + p0, m, a2);
+            _mm512_mask_storeu_ps(xd + (i + 3) * P + p0, m, a3);
+        }
+    }
+#endif
+    for (; i < rows; ++i)
+        for (int64_t p = 0; p < P; ++p) {
+            float acc = 0.0f;
+            for (int64_t e = 0; e < E; ++e) acc += u[i * E + e] * xw[e * P + p];
+            xd[i * P + p] = acc;
+        }
+}
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -252,54 +293,65 @@ int64_t mf_openmp(void) {
 #endif
 }
 
-static inline void split_blocks(int64_t e_begin, int64_t e_end, int64_t tid, int64_t nt,
-                                int64_t* lo, int64_t* hi) {
-    int64_t blocks = (e_end - e_begin + 15) / 16;
-    *lo = e_begin + blocks * tid / nt * 16;
-    *hi = e_begin + blocks * (tid + 1) / nt * 16;
-    if (*hi > e_end) *hi = e_end;
-}
-
-void mf_conv_silu(const float* x, int64_t sx, const float* wT, const float* bias, float* u,
-                  int64_t su, int64_t L, int64_t E, int64_t K, int64_t reverse,
-                  int64_t e_begin, int64_t e_end, int64_t nthreads) {
+/* One direction of the mixer interior, time chunk by time chunk (forward, or from the end with
+   reverse), on nthreads OpenMP threads sharing the process's (torch's) runtime:
+     A. the chunk's rows split over threads: conv + SiLU for all channels into ubuf, then x_proj
+        into xdbuf;  (barrier)
+     B. channel blocks split over threads: the scan over the chunk, state carried in memory;
+        (barrier)
+   so u and x_dbl never exist for the whole sequence. x (L rows, stride sx) is the conv input,
+   z the gate (or NULL); convT (K, E), conv_b (E,) or NULL; xw (E, P = R + 2N); dtT (R, E);
+   dt_b (E,); a2 (N, E) = A^T log2(e); D (E,) or NULL; out rows at stride so. */
+int64_t mf_direction(const float* x, int64_t sx, const float* z, int64_t sz, const float* convT,
+                     const float* conv_b, const float* xw, const float* dtT, const float* dt_b,
+                     const float* a2, const float* D, float* out, int64_t so, float scale,
+                     int64_t accumulate, int64_t reverse, int64_t L, int64_t E, int64_t R,
+                     int64_t N, int64_t K, int64_t chunk, int64_t nthreads) {
+    const int64_t P = R + 2 * N, blocks = (E + 15) / 16;
+    const int64_t n_chunks = (L + chunk - 1) / chunk;
+    float* ubuf = (float*)malloc(sizeof(float) * (chunk * E + chunk * P + blocks * 16 * N));
+    if (!ubuf) return 1;
+    float *xdbuf = ubuf + chunk * E, *state = xdbuf + chunk * P;
+    memset(state, 0, sizeof(float) * blocks * 16 * N);
 #ifdef _OPENMP
-    if (nthreads > 1) {
-        #pragma omp parallel num_threads((int)nthreads)
-        {
-            int64_t lo, hi;
-            split_blocks(e_begin, e_end, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-            conv_range(x, sx, wT, bias, u, su, L, E, K, reverse, lo, hi);
-        }
-        return;
-    }
+    #pragma omp parallel num_threads((int)(nthreads > 0 ? nthreads : 1))
 #endif
-    conv_range(x, sx, wT, bias, u, su, L, E, K, reverse, e_begin, e_end);
-}
-
-void mf_scan(const float* u, int64_t su, const float* xd, int64_t sxd, const float* z,
-             int64_t sz, const float* wT, const float* bias, const float* a2, const float* D,
-             float* out, int64_t so, float scale, int64_t accumulate, int64_t reverse,
-             int64_t L, int64_t E, int64_t R, int64_t N, int64_t e_begin, int64_t e_end,
-             int64_t nthreads) {
+    {
 #ifdef _OPENMP
-    if (nthreads > 1) {
-        #pragma omp parallel num_threads((int)nthreads)
-        {
-            int64_t lo, hi;
-            split_blocks(e_begin, e_end, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-            scan_range(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate,
-                       reverse, L, E, R, N, lo, hi);
-        }
-        return;
-    }
+        const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int64_t tid = 0, nt = 1;
 #endif
-    scan_range(u, su, xd, sxd, z, sz, wT, bias, a2, D, out, so, scale, accumulate, reverse, L, E,
-               R, N, e_begin, e_end);
+        const int64_t lo = blocks * tid / nt * 16;
+        int64_t hi = blocks * (tid + 1) / nt * 16;
+        if (hi > E) hi = E;
+        for (int64_t c = 0; c < n_chunks; ++c) {
+            const int64_t t_begin = reverse ? (L - (c + 1) * chunk > 0 ? L - (c + 1) * chunk : 0)
+                                            : c * chunk;
+            const int64_t t_end = reverse ? L - c * chunk
+                                          : (t_begin + chunk < L ? t_begin + chunk : L);
+            const int64_t rows = t_end - t_begin;
+            const int64_t ra = rows * tid / nt, rb = rows * (tid + 1) / nt;
+            conv_range(x, sx, convT, conv_b, ubuf, E, L, E, K, reverse, 0, E, t_begin + ra,
+                       t_begin + rb, t_begin);
+            xproj_rows(ubuf + ra * E, rb - ra, E, xw, P, xdbuf + ra * P);
+#ifdef _OPENMP
+            #pragma omp barrier
+#endif
+            scan_range(ubuf, E, xdbuf, P, z, sz, dtT, dt_b, a2, D, out, so, scale, accumulate,
+                       reverse, t_begin, t_end, E, R, N, state, lo, hi);
+#ifdef _OPENMP
+            #pragma omp barrier
+#endif
+        }
+    }
+    free(ubuf);
+    return 0;
 }
 """
 
-_NAMES = ("mf_conv_silu", "mf_scan")
+_NAMES = ("mf_openmp", "mf_direction")
+CHUNK = 256  # time steps per chunk: the chunk's u and x_dbl stay in cache
 # -fopenmp first: the kernels then run on the process's OpenMP pool (torch's libgomp); without it
 # they are split over Python threads.
 _FLAG_SETS = (
@@ -307,6 +359,12 @@ _FLAG_SETS = (
     ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
     ["-O3", "-fopenmp-simd", "-fno-math-errno"],
 )
+
+
+def _load(library: ctypes.CDLL) -> ctypes.CDLL:
+    for name in _NAMES:
+        getattr(library, name).restype = ctypes.c_int64
+    return library
 
 
 @functools.cache
@@ -318,9 +376,7 @@ def fused_library() -> ctypes.CDLL | None:
     if os.environ.get("SSMKIT_NATIVE", "1") == "0":
         return None
     try:
-        library = _build(_SOURCE, (*_NAMES, "mf_openmp"), "mamba_fused", _FLAG_SETS)
-        library.mf_openmp.restype = ctypes.c_int64
-        return library
+        return _load(_build(_SOURCE, _NAMES, "mamba_fused", _FLAG_SETS))
     except (OSError, RuntimeError) as error:
         warnings.warn(
             f"mamba_inner_inference: could not build the fused CPU kernels ({error}); the "
@@ -344,12 +400,6 @@ def fused_available(*tensors: torch.Tensor | None) -> bool:
     if torch.is_grad_enabled() and any(t.requires_grad for t in present):
         return False
     return fused_library() is not None
-
-
-def _block_parts(channels: int) -> list[tuple[int, int]]:
-    """Channel ranges for the threads, cut at multiples of LANES."""
-    blocks = -(-channels // LANES)
-    return [(lo * LANES, min(hi * LANES, channels)) for lo, hi in _parts(blocks)]
 
 
 def _rows(name: str, t: torch.Tensor, batch: int, length: int, channels: int) -> None:
@@ -429,49 +479,28 @@ def mamba_inner_inference(
     bias_c = None if conv_bias is None else conv_bias.contiguous()
     dt_bias = dt_proj_bias.contiguous()
     D_c = None if D is None else D.contiguous()
-    if library.mf_openmp():  # one call, split over OpenMP threads inside
-        parts, omp_threads = [(0, channels)], torch.get_num_threads()
-    else:  # split over Python threads (ctypes releases the GIL)
-        parts, omp_threads = _block_parts(channels), 1
-    u = torch.empty(length, channels)
+    x_w = x_proj_weight.t().contiguous()  # (E, R + 2N)
     ints = ctypes.c_int64
+    threads = torch.get_num_threads()
     for b in range(batch):
         xb, zb, ob = xi[b], None if z is None else z[b], out[b]
-        _run_parts(
-            library.mf_conv_silu,
-            parts,
-            lambda i, lo, hi, xb=xb: (
-                _ptr(xb),
-                ints(xb.stride(0)),
-                _ptr(wT_conv),
-                _ptr(bias_c),
-                _ptr(u),
-                ints(channels),
-                *map(ints, (length, channels, k, int(reverse), lo, hi, omp_threads)),
-            ),
+        status = library.mf_direction(
+            _ptr(xb),
+            ints(xb.stride(0)),
+            _ptr(zb),
+            ints(0 if zb is None else zb.stride(0)),
+            _ptr(wT_conv),
+            _ptr(bias_c),
+            _ptr(x_w),
+            _ptr(wT_dt),
+            _ptr(dt_bias),
+            _ptr(a2),
+            _ptr(D_c),
+            _ptr(ob),
+            ints(ob.stride(0)),
+            ctypes.c_float(scale),
+            *map(ints, (accumulate, reverse, length, channels, rank, n_state, k, CHUNK, threads)),
         )
-        x_dbl = torch.mm(u, x_proj_weight.t())  # (L, R + 2N)
-        _run_parts(
-            library.mf_scan,
-            parts,
-            lambda i, lo, hi, zb=zb, ob=ob, x_dbl=x_dbl: (
-                _ptr(u),
-                ints(channels),
-                _ptr(x_dbl),
-                ints(x_dbl.stride(0)),
-                _ptr(zb),
-                ints(0 if zb is None else zb.stride(0)),
-                _ptr(wT_dt),
-                _ptr(dt_bias),
-                _ptr(a2),
-                _ptr(D_c),
-                _ptr(ob),
-                ints(ob.stride(0)),
-                ctypes.c_float(scale),
-                *map(
-                    ints, (int(accumulate), int(reverse), length, channels, rank, n_state, lo, hi)
-                ),
-                ints(omp_threads),
-            ),
-        )
+        if status != 0:
+            raise MemoryError("mamba_inner_inference: could not allocate the chunk buffers.")
     return out

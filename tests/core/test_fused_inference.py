@@ -96,3 +96,30 @@ def test_fused_path_is_skipped_when_it_may_not_run(
         mamba(x)
         mixer(x)
     assert len(fused_calls) == 3
+
+
+def test_workspace_is_reused_and_never_aliases_outputs(assert_close: Callable[..., None]) -> None:
+    """Consecutive calls (inference_mode, then no_grad: the buffer is a normal tensor) share one
+    scratch buffer, and earlier outputs are not overwritten by later calls."""
+    mamba_module.release_inference_workspace()
+    mixer = _perturbed(BiMamba(24, d_state=16))
+    x1, x2 = torch.randn(2, 33, 24), torch.randn(2, 33, 24)
+    reference = mixer(x1).detach()
+    with torch.inference_mode():
+        y1 = mixer(x1)
+    buffer = mamba_module._WORKSPACE.buffer
+    assert buffer is not None and not buffer.is_inference()
+    kept = y1.clone()
+    with torch.no_grad():
+        y2 = mixer(x2)
+        mixer(x1)
+    assert mamba_module._WORKSPACE.buffer is buffer  # reused, not re-allocated
+    assert torch.equal(y1, kept) and not torch.equal(y1, y2)
+    assert_close("y", reference, y1, ratio=1e-5)
+    with (
+        mamba_module.inference_workspace(10) as outer,
+        mamba_module.inference_workspace(10) as inner,
+    ):
+        assert outer.data_ptr() != inner.data_ptr()  # nested use gets its own memory
+    mamba_module.release_inference_workspace()
+    assert mamba_module._WORKSPACE.buffer is None

@@ -89,11 +89,14 @@ def call(
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("channels,n_state", [(20, 16), (16, 5), (40, 16), (3, 2)])
+@pytest.mark.parametrize(
+    "channels,n_state,length", [(20, 16, 37), (16, 5, 37), (40, 16, 600), (3, 2, 513), (33, 16, 1)]
+)
 def test_matches_reference(
-    reverse: bool, channels: int, n_state: int, assert_close: Callable[..., None]
+    reverse: bool, channels: int, n_state: int, length: int, assert_close: Callable[..., None]
 ) -> None:
-    xz, p = make(channels=channels, n_state=n_state)
+    """Lengths below, across and at multiples of the time chunk (state carried between chunks)."""
+    xz, p = make(length=length, channels=channels, n_state=n_state)
     ref = reference_inner(xz[..., :channels], xz[..., channels:], p, reverse)
     out = call(xz, p, reverse=reverse)
     assert_close("y", ref, out, ratio=1e-5)
@@ -156,13 +159,13 @@ def test_inputs_are_untouched() -> None:
 def test_other_builds_match(
     flags: list[str], monkeypatch: pytest.MonkeyPatch, assert_close: Callable[..., None]
 ) -> None:
-    """The plain-C path (what machines without AVX-512 run) and a build without OpenMP (channels
-    split over Python threads instead) give the same result."""
-    portable = native._build(fused._SOURCE, fused._NAMES, "mamba_fused_test", (flags,))
+    """The plain-C path (what machines without AVX-512 run) and a build without OpenMP (then on
+    one thread) give the same result."""
+    portable = fused._load(native._build(fused._SOURCE, fused._NAMES, "mamba_fused_test", (flags,)))
     assert not portable.mf_openmp()
     monkeypatch.setattr(fused, "fused_library", lambda: portable)
     channels = 20
-    xz, p = make(channels=channels, n_state=6)
+    xz, p = make(length=fused.CHUNK + 37, channels=channels, n_state=6)  # two chunks
     for reverse in (False, True):
         ref = reference_inner(xz[..., :channels], xz[..., channels:], p, reverse)
         assert_close("y", ref, call(xz, p, reverse=reverse), ratio=1e-5)
