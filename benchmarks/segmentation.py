@@ -220,6 +220,8 @@ def measure_cost(
             if dev.type == "cuda"
             else _peak_rss_growth_mb(base)
         )
+        if dev.type == "cpu":  # survives in stderr if the machine's OOM killer ends the cell
+            print(json.dumps({"infer_mb": out["infer_mb"]}), file=sys.stderr, flush=True)
         phase = "train"
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -278,8 +280,15 @@ def _cost_in_subprocess(
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1][:80]
-        return {"error": f"failed (exit {done.returncode}: {last})"}
+        lines = done.stderr.strip().splitlines() or ["?"]
+        partial = {}
+        for line in lines:
+            if line.startswith('{"infer_mb"'):
+                partial = json.loads(line)
+        if done.returncode == -9:  # SIGKILL: on a shared machine, the kernel's OOM killer
+            where = "train step" if partial else "inference"
+            return {**partial, "error": f"killed (SIGKILL, machine out of memory?) in the {where}"}
+        return {**partial, "error": f"failed (exit {done.returncode}: {lines[-1][:80]})"}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
