@@ -1,30 +1,33 @@
-"""Fused Mamba-1 mixer interior for inference on CPU: conv, SiLU, dt projection, softplus, scan,
-skip, gate, in time-major (B, L, E) layout, in one native pass per stage and no autograd.
+"""Fused Mamba-1 mixer interior for inference on CPU: conv, SiLU, x_proj, dt projection,
+softplus, scan, skip, gate, in time-major (B, L, E) layout, one native call per direction.
 
 Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023),
 https://arxiv.org/abs/2312.00752 (Algorithm 2 with the ``mamba_ssm`` module layout); the reversed
 direction is Vision Mamba's (Zhu et al., 2024, https://arxiv.org/abs/2401.09417).
 
 Given ``xi``, ``z`` ``(B, L, E)`` (the two halves of ``in_proj``'s output, read in place through
-their row stride, so no transposes or copies), :func:`mamba_inner_inference` computes
+their row stride, so no transposes or copies), :func:`mamba_inner_inference` walks time in chunks
+of ``CHUNK`` steps (from the end with ``reverse``); per chunk, on the process's OpenMP threads:
 
-1. ``u_t = silu(conv_b + sum_k conv_w[k] xi_{t-(K-1)+k})`` (causal, zero history), or with
-   ``reverse`` the same causal conv of the reversed sequence, ``u_t = silu(conv_b + sum_k
-   conv_w[k] xi_{t+(K-1)-k})``, kept in original time order: one native stencil pass;
-2. ``x_dbl = u @ x_proj_w.T`` ``(B, L, R + 2N)`` = ``(dt, B, C)``: one BLAS matmul;
-3. one native pass over time (forward, or backward with ``reverse``) per block of 16 channels
-   (the SIMD lanes are channels, so ``B_t[n]``/``C_t[n]`` are broadcast scalars shared by the
-   block and the read-out needs no horizontal sum; the 16 x N state stays in registers):
-   ``Delta = softplus(dt_bias + dt_proj_w dt_t)`` (threshold 20), ``h = exp(Delta A) h +
-   Delta u_t B_t``, ``y_t = (<C_t, h> + D u_t) silu(z_t)``, written (or, with ``accumulate``,
-   added) as ``scale * y_t`` into ``out`` ``(B, L, E)`` at any row stride.
+1. (rows split over threads) ``u_t = silu(conv_b + sum_k conv_w[k] xi_{t-(K-1)+k})`` (causal,
+   zero history), or with ``reverse`` the causal conv of the reversed sequence, ``u_t =
+   silu(conv_b + sum_k conv_w[k] xi_{t+(K-1)-k})``, then ``x_dbl_t = x_proj_w u_t`` = ``(dt, B,
+   C)``, into chunk-sized buffers (so u and x_dbl never exist for the whole sequence);
+2. (blocks of 16 channels split over threads) the scan over the chunk. The SIMD lanes are
+   channels, so ``B_t[n]``/``C_t[n]`` are broadcasts shared by the block and the read-out needs no
+   horizontal sum; the 16 x N state is carried between chunks in memory:
+   ``Delta = softplus(dt_bias + dt_proj_w dt_t)`` (threshold 20, computed one step ahead: it does
+   not depend on the state, so its latency hides), ``h = exp(Delta A) h + Delta u_t B_t``,
+   ``y_t = (<C_t, h> + D u_t) silu(z_t)``, written (or, with ``accumulate``, added) as
+   ``scale * y_t`` into ``out`` ``(B, L, E)`` at any row stride.
 
 So BiMamba's two directions share ``in_proj``'s output and write their mean straight into the
 ``out_proj`` input. The exp is exp2 by Cody-Waite reduction (``vreduceps``), a degree-6 polynomial
 and ``vscalefps`` (~1 ulp, exact 0 for -inf, NaN-propagating); softplus is
 ``max(x, 0) + log1p(exp(-|x|))`` with ``log1p(e) = 2 atanh(e / (2 + e))`` (no cancellation).
-Without AVX-512 a portable C loop with the same math runs. Inference only: nothing is saved for a
-backward, and the caller must not need gradients.
+Built with ``-fopenmp`` the library shares torch's OpenMP runtime (the threads that just ran the
+matmuls); without OpenMP it runs on one thread, without AVX-512 a portable C loop with the same
+math runs. Inference only: nothing is saved for a backward; the caller must not need gradients.
 """
 
 from __future__ import annotations
