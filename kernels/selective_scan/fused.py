@@ -7,7 +7,7 @@ direction is Vision Mamba's (Zhu et al., 2024, https://arxiv.org/abs/2401.09417)
 
 Given ``xi``, ``z`` ``(B, L, E)`` (the two halves of ``in_proj``'s output, read in place through
 their row stride, so no transposes or copies), :func:`mamba_inner_inference` walks time in chunks
-of ``CHUNK`` steps (from the end with ``reverse``); per chunk, on the process's OpenMP threads:
+of about ``CHUNK`` steps (from the end with ``reverse``); per chunk, on the process's OpenMP threads:
 
 1. (rows split over threads) ``u_t = silu(conv_b + sum_k conv_w[k] xi_{t-(K-1)+k})`` (causal,
    zero history), or with ``reverse`` the causal conv of the reversed sequence, ``u_t =
@@ -354,7 +354,17 @@ int64_t mf_direction(const float* x, int64_t sx, const float* z, int64_t sz, con
 """
 
 _NAMES = ("mf_openmp", "mf_direction")
-CHUNK = 256  # time steps per chunk: the chunk's u and x_dbl stay in cache
+# Target time steps per chunk. Each chunk costs two thread barriers, which a busy machine makes
+# expensive (a descheduled thread stalls the other), so chunks are long; the length is evened out
+# over the sequence (L = 4097 runs as 4 chunks of 1025, not 4 of 1024 and one of 1).
+CHUNK = 1024
+
+
+def _chunk(length: int) -> int:
+    count = max(1, round(length / CHUNK))
+    return -(-length // count)
+
+
 # -fopenmp first: the kernels then run on the process's OpenMP pool (torch's libgomp); without it
 # they are split over Python threads.
 _FLAG_SETS = (
@@ -502,7 +512,10 @@ def mamba_inner_inference(
             _ptr(ob),
             ints(ob.stride(0)),
             ctypes.c_float(scale),
-            *map(ints, (accumulate, reverse, length, channels, rank, n_state, k, CHUNK, threads)),
+            *map(
+                ints,
+                (accumulate, reverse, length, channels, rank, n_state, k, _chunk(length), threads),
+            ),
         )
         if status != 0:
             raise MemoryError("mamba_inner_inference: could not allocate the chunk buffers.")

@@ -90,12 +90,20 @@ def call(
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize(
-    "channels,n_state,length", [(20, 16, 37), (16, 5, 37), (40, 16, 600), (3, 2, 513), (33, 16, 1)]
+    "channels,n_state,length",
+    [(20, 16, 37), (16, 5, 37), (40, 16, 600), (3, 2, 129), (33, 16, 1), (20, 16, 1025)],
 )
 def test_matches_reference(
-    reverse: bool, channels: int, n_state: int, length: int, assert_close: Callable[..., None]
+    reverse: bool,
+    channels: int,
+    n_state: int,
+    length: int,
+    monkeypatch: pytest.MonkeyPatch,
+    assert_close: Callable[..., None],
 ) -> None:
-    """Lengths below, across and at multiples of the time chunk (state carried between chunks)."""
+    """Lengths below, across and at multiples of the time chunk (state carried between chunks;
+    the chunk is shortened to 64 steps so that short sequences span several)."""
+    monkeypatch.setattr(fused, "CHUNK", 64)
     xz, p = make(length=length, channels=channels, n_state=n_state)
     ref = reference_inner(xz[..., :channels], xz[..., channels:], p, reverse)
     out = call(xz, p, reverse=reverse)
@@ -165,7 +173,8 @@ def test_other_builds_match(
     assert not portable.mf_openmp()
     monkeypatch.setattr(fused, "fused_library", lambda: portable)
     channels = 20
-    xz, p = make(length=fused.CHUNK + 37, channels=channels, n_state=6)  # two chunks
+    monkeypatch.setattr(fused, "CHUNK", 64)
+    xz, p = make(length=150, channels=channels, n_state=6)  # two chunks
     for reverse in (False, True):
         ref = reference_inner(xz[..., :channels], xz[..., channels:], p, reverse)
         assert_close("y", ref, call(xz, p, reverse=reverse), ratio=1e-5)
