@@ -11,9 +11,12 @@ with groups folded in and resets as a keep mask), fused into one pass over memor
   ``carry = dA g`` backwards, accumulating every gradient in the same loop.
 
 The N loop is the SIMD loop (``#pragma omp simd``, with a vectorisable exp: Cody-Waite range
-reduction and a degree-6 polynomial, ~1 ulp). Channels are split over ``torch.get_num_threads()``
-Python threads (ctypes releases the GIL); each thread accumulates the shared B/C gradients in its
-own buffer, summed afterwards. Only plain C and a C compiler are needed (no torch headers, no GPU
+reduction and a degree-6 polynomial, ~1 ulp). ``delta_bias`` and the softplus are applied per
+channel inside the kernel (forward, and their chain rule and the bias gradient in the backward),
+so the step sizes never exist as a torch tensor. Channels are split over
+``torch.get_num_threads()`` threads: OpenMP threads of the process's runtime (torch's libgomp)
+when the library builds with ``-fopenmp``, else Python threads (ctypes releases the GIL); each
+thread accumulates the shared B/C gradients in its own buffer, summed afterwards. Only plain C and a C compiler are needed (no torch headers, no GPU
 toolchain): the build takes about a second and is cached. Without a compiler the torch path runs.
 """
 
