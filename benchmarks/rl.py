@@ -98,12 +98,18 @@ def _final(run: dict) -> float:
     return statistics.mean(h["eval_return"] for h in run["history"][-2:])
 
 
+def _late(run: dict) -> float:
+    """Mean eval return over the second half of the evaluations (less noisy than ``final``)."""
+    history = run["history"]
+    return statistics.mean(h["eval_return"] for h in history[len(history) // 2 :])
+
+
 def _run_row(run: dict) -> str:
     label = task_spec(run["task"])[2]
-    best = max(h["eval_return"] for h in run["history"])
+    curve = " ".join(f"{h['eval_return']:+.2f}" for h in run["history"])
     return (
         f"| {label} | {run['model']} | {run['seed']} | {run['env_steps']} | {run['updates']} | "
-        f"{_final(run):+.2f} | {best:+.2f} | {run['cpu_s']:.0f} |"
+        f"{_final(run):+.2f} | {_late(run):+.2f} | {curve} | {run['cpu_s']:.0f} |"
     )
 
 
@@ -113,20 +119,23 @@ def report(tasks: list[str], models: list[str]) -> list[str]:
     runs = [r for r in runs if r["task"] in tasks and r["model"] in models]
     runs.sort(key=lambda r: (tasks.index(r["task"]), models.index(r["model"]), r["seed"]))
     rows = [
-        "| task | world model | seed | env steps | updates | final return | best return | CPU s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | world model | seed | env steps | updates | final return | second-half mean | "
+        "eval curve | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
         *[_run_row(r) for r in runs],
         "",
-        "| task | world model | seeds | mean final return | min | max |",
-        "|---|---|---|---|---|---|",
+        "| task | world model | seeds | mean final return (min, max) | mean second-half return |",
+        "|---|---|---|---|---|",
     ]
     for task in tasks:
         for model in models:
-            finals = [_final(r) for r in runs if r["task"] == task and r["model"] == model]
-            if finals:
+            cell = [r for r in runs if r["task"] == task and r["model"] == model]
+            if cell:
+                finals = [_final(r) for r in cell]
                 rows.append(
-                    f"| {task_spec(task)[2]} | {model} | {len(finals)} | "
-                    f"{statistics.mean(finals):+.2f} | {min(finals):+.2f} | {max(finals):+.2f} |"
+                    f"| {task_spec(task)[2]} | {model} | {len(cell)} | "
+                    f"{statistics.mean(finals):+.2f} ({min(finals):+.2f}, {max(finals):+.2f}) | "
+                    f"{statistics.mean(_late(r) for r in cell):+.2f} |"
                 )
     for task in tasks:
         plot_curves([r for r in runs if r["task"] == task], RESULTS / f"rl_{task}.png", task)
