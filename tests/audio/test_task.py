@@ -54,3 +54,13 @@ def test_bf16_autocast_forward_is_float32() -> None:
     assert out.dtype == torch.float32 and out.shape == (2, 2, 160)
     with pytest.raises(ValueError, match=r"mixture \(B, T\), sources"):
         task.training_step((torch.randn(2, 160), torch.randn(2, 160)), 0)
+
+
+def test_bf16_training_step_dual_path() -> None:
+    tiny = {"n_filters": 16, "n_layers": 1, "chunk_size": 8, "d_state": 4}
+    task = SeparationTask("audio.dpmamba_xs", tiny, bf16=True)
+    loss = task.training_step((torch.randn(2, 203), torch.randn(2, 2, 203)), 0)
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    grads = [p.grad for p in task.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
