@@ -26,7 +26,7 @@ from ssmkit.rl.world_model import SSMWorldModel
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-RUNS = RESULTS / "rl_runs"
+RUNS = RESULTS / "rl_runs"  # --quick runs go to results/rl_runs_quick instead
 
 
 def task_spec(task: str) -> tuple[str, dict, str]:
@@ -49,6 +49,7 @@ def run_agents(
     seq_len: int = 32,
     eval_episodes: int = 32,
     evals: int = 8,
+    runs_dir: Path = RUNS,
 ) -> list[dict]:
     """One DreamerAgent per (task, model), identical hyperparameters; each run saved as JSON."""
     runs = []
@@ -84,8 +85,8 @@ def run_agents(
                 "cpu_s": time.process_time() - cpu,
                 "config": asdict(config),
             }
-            RUNS.mkdir(parents=True, exist_ok=True)
-            path = RUNS / f"{task}_{model}_s{seed}.json"
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            path = runs_dir / f"{task}_{model}_s{seed}.json"
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(run, indent=1))
             tmp.replace(path)
@@ -113,9 +114,9 @@ def _run_row(run: dict) -> str:
     )
 
 
-def report(tasks: list[str], models: list[str]) -> list[str]:
+def report(tasks: list[str], models: list[str], runs_dir: Path = RUNS) -> list[str]:
     """Per-run rows, a per-(task, model) summary over seeds, and learning-curve PNGs."""
-    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
     runs = [r for r in runs if r["task"] in tasks and r["model"] in models]
     runs.sort(key=lambda r: (tasks.index(r["task"]), models.index(r["model"]), r["seed"]))
     rows = [
@@ -138,7 +139,8 @@ def report(tasks: list[str], models: list[str]) -> list[str]:
                     f"{statistics.mean(_late(r) for r in cell):+.2f} |"
                 )
     for task in tasks:
-        plot_curves([r for r in runs if r["task"] == task], RESULTS / f"rl_{task}.png", task)
+        png = (RESULTS if runs_dir == RUNS else runs_dir) / f"rl_{task}.png"
+        plot_curves([r for r in runs if r["task"] == task], png, task)
     return rows
 
 
@@ -299,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--updates", type=int, default=600, help="probe world-model updates")
     parser.add_argument("--tag", default="", help="suffix of the result file (rl<tag>.md)")
     args = parser.parse_args(argv)
-    steps = args.steps or (800 if args.quick else 8_000)
+    steps = args.steps or (800 if args.quick else 12_000)
+    runs_dir = RESULTS / "rl_runs_quick" if args.quick else RUNS
     torch.set_num_threads(args.threads)
     command = " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# RL: SSM world models on memory tasks", "", f"`ssmkit bench rl {command}`", ""]
@@ -327,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                 batch_size=args.batch_size,
                 seq_len=args.seq_len,
                 eval_episodes=8 if args.quick else args.eval_episodes,
+                runs_dir=runs_dir,
             )
     if args.part in ("all", "agents", "report"):
         lines += [
@@ -334,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
             f"1 update per 8 env steps, replay batch {args.batch_size} x {args.seq_len}). Eval: mean greedy",
             "return; `final` averages the last two evaluations. CPU s = process time, 1 thread.",
             "",
-            *report(args.tasks, args.models),
+            *report(args.tasks, args.models, runs_dir),
             "",
         ]
     if args.part in ("all", "throughput"):
@@ -350,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"rl{args.tag}.md").write_text(table)
+    tag = args.tag or ("_quick" if args.quick else "")  # a smoke run never replaces rl.md
+    (RESULTS / f"rl{tag}.md").write_text(table)
 
 
 if __name__ == "__main__":
