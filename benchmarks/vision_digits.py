@@ -419,7 +419,7 @@ def transfer(args: argparse.Namespace, builders: dict) -> list[str]:
         "## Transfer: pretrain on digits 0-4, a few labelled images per class of 5-9",
         "",
         f"Images: {place}. Each model is pretrained once on all {len(y04)} training images of "
-        f"digits 0-4 (batch {args.batch_size}, AdamW lr 2e-3, 10% warm-up + cosine, label "
+        f"digits 0-4 (batch {args.batch_size}, AdamW lr {args.pretrain_lr:g}, 10% warm-up + cosine, label "
         f"smoothing {args.pretrain_label_smoothing:g}). Then, for each of {len(seeds)} seeds, "
         f"{args.shots} labelled training images per class of digits 5-9 ({5 * args.shots} "
         "images) are drawn, and every arm trains on them for the same "
