@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ssmkit.core import Mamba, Mamba2
+from ssmkit.core.files import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "blocks.md"
 D_MODEL, D_STATE, EXPAND, BATCH = 256, 16, 2, 2
@@ -254,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, text)
     return 0
 
 

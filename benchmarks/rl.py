@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ssmkit.core.files import write_text_atomic
 from ssmkit.rl.train import RLConfig, Trainer
 from ssmkit.rl.world_model import SSMWorldModel
 
@@ -87,9 +88,7 @@ def run_agents(
             }
             runs_dir.mkdir(parents=True, exist_ok=True)
             path = runs_dir / f"{task}_{model}_s{seed}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(run, indent=1))
-            tmp.replace(path)
+            write_text_atomic(path, json.dumps(run, indent=1))
             runs.append(run)
             print(_run_row(run), flush=True)
     return runs
@@ -355,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     RESULTS.mkdir(exist_ok=True)
     tag = args.tag or ("_quick" if args.quick else "")  # a smoke run never replaces rl.md
-    (RESULTS / f"rl{tag}.md").write_text(table)
+    write_text_atomic(RESULTS / f"rl{tag}.md", table)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from ssmkit.core.files import write_text_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results" / "scan.md"
 
 
@@ -715,10 +717,7 @@ def main() -> None:
             parts += [f"{_MARKER}{name} -->", blocks[name].rstrip("\n"), ""]
     text = "\n".join(parts)
     print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, text)
 
 
 _MARKER = "<!-- section: "

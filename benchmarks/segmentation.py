@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ssmkit.bio import NNMamba, SegMamba, UMambaBot, UMambaEnc
+from ssmkit.core.files import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "segmentation.md"
 MODELS_3D = ("unet", "swinunetr", "umamba_bot", "umamba_enc", "segmamba", "nnmamba")
@@ -408,10 +409,7 @@ def main(argv: list[str] | None = None) -> str:
             print(row, flush=True)
             lines.append(row)
     table = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text(table)
-    tmp.replace(args.out)
+    write_text_atomic(args.out, table)
     print(table)
     return table
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from ssmkit.core.files import write_text_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "echo2mix_demo"
 RATE = 8000
@@ -352,7 +354,7 @@ def replace_section(path: Path, heading: str, lines: list[str]) -> None:
     kept = [p if not p.startswith(heading) else new for p in parts]
     if kept == parts:
         kept.append(new)
-    path.write_text("\n## ".join(kept).rstrip("\n") + "\n")
+    write_text_atomic(path, "\n## ".join(kept).rstrip("\n") + "\n")
 
 
 def profile_one(label: str, repeats: int, top: int = 8) -> dict:
@@ -520,7 +522,7 @@ def main() -> None:
         lines += ["", *profile_section(args.repeats)]
     text = "\n".join(lines) + "\n"
     print(text)
-    out.write_text(text)
+    write_text_atomic(out, text)
 
 
 if __name__ == "__main__":

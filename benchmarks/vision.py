@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssmkit.core.files import write_text_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results" / "vision.md"
 
 PAIRS = [
@@ -121,10 +123,7 @@ def main() -> None:
     )
     print(text)
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        write_text_atomic(args.out, text)
 
 
 def _cuda() -> bool:

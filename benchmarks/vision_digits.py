@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ssmkit.core.files import write_text_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results" / "vision_digits.md"
 
 
@@ -235,10 +237,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        write_text_atomic(args.out, text)
 
 
 def load_average() -> str:
