@@ -25,6 +25,7 @@ from torch import nn
 
 from ssmkit.core.mamba import (
     Mamba,
+    anticausal_conv1d,
     can_fuse,
     causal_conv1d,
     fused_in_proj,
@@ -145,10 +146,22 @@ class BiMamba(nn.Module):
         mask: torch.Tensor | None,
         resets: torch.Tensor | None,
         backward: bool,
+        reverse: bool = False,
     ) -> torch.Tensor:
+        """One direction's conv, SiLU and gated scan: ``(B, E, L)`` -> ``(B, E, L)``.
+
+        ``backward`` picks the backward direction's parameters; ``reverse`` runs it on the
+        sequence as given by the anti-causal conv and a reverse scan (no flips; mask and resets
+        must be ``None``), else the caller has flipped the inputs.
+        """
         own = backward and self.variant == "v2"
         conv_module = self.conv1d_b if own else self.conv1d
-        conv, _ = causal_conv1d(xi, conv_module.weight, conv_module.bias, mask=mask, resets=resets)
+        if reverse:
+            conv = anticausal_conv1d(xi, conv_module.weight, conv_module.bias)
+        else:
+            conv, _ = causal_conv1d(
+                xi, conv_module.weight, conv_module.bias, mask=mask, resets=resets
+            )
         u = F.silu(conv)
         if mask is not None:
             u = u * mask[:, None, :].to(u.dtype)
@@ -164,6 +177,7 @@ class BiMamba(nn.Module):
             self.D_b if own else self.D,
             mask=mask,
             resets=resets,
+            reverse=reverse,
         )
         return y
 
@@ -199,12 +213,18 @@ class BiMamba(nn.Module):
         resets_b = None if resets is None else reverse_resets(resets)
         if self.variant == "separate":
             y_f = self.mamba_fwd(x, mask=mask, resets=resets)
-            y_b = self.mamba_bwd(x.flip(1), mask=mask_b, resets=resets_b).flip(1)
+            if mask is None and resets is None:
+                y_b = self.mamba_bwd(x, reverse=True)
+            else:
+                y_b = self.mamba_bwd(x.flip(1), mask=mask_b, resets=resets_b).flip(1)
             return _merge(y_f, y_b, self.merge, dim=-1)
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
         xi, z = xz.chunk(2, dim=1)
         y_f = self._direction(xi, z, mask, resets, backward=False)
-        y_b = self._direction(xi.flip(-1), z.flip(-1), mask_b, resets_b, backward=True).flip(-1)
+        if mask is None and resets is None:  # reverse conv and scan: nothing is flipped
+            y_b = self._direction(xi, z, None, None, backward=True, reverse=True)
+        else:
+            y_b = self._direction(xi.flip(-1), z.flip(-1), mask_b, resets_b, backward=True).flip(-1)
         out = self.out_proj(_merge(y_f, y_b, self.merge, dim=1).transpose(1, 2))
         if mask is not None:
             out = out * mask[..., None].to(out.dtype)

@@ -32,7 +32,7 @@ from ssmkit.core.state import (
 from ssmkit.kernels._dispatch import resolve_backend
 from ssmkit.kernels.selective_scan import fused_available, mamba_inner_inference
 
-__all__ = ["Mamba", "causal_conv1d", "selective_ssm"]
+__all__ = ["Mamba", "anticausal_conv1d", "causal_conv1d", "selective_ssm"]
 
 
 def causal_conv1d(
@@ -127,6 +127,32 @@ def causal_conv1d(
         same = episode.gather(1, src) == episode[:, -1:]
         new_prefix = new_prefix * same[:, None, :].to(x.dtype)
     return y, new_prefix
+
+
+def anticausal_conv1d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """The causal depthwise conv of the reversed sequence, in the original order, without flips.
+
+    ``y_t = bias + sum_s w[K-1-s] * x_{t+s}`` (zeros after the end), i.e.
+    ``causal_conv1d(x.flip(-1), weight, bias)[0].flip(-1)``: the backward direction of a
+    bidirectional mixer.
+
+    Args:
+        x: ``(B, C, L)``. weight: ``(C, 1, K)``. bias: ``(C,)`` or ``None``.
+
+    Returns:
+        ``(B, C, L)``, pre-activation.
+    """
+    k = weight.shape[-1]
+    y = F.conv1d(
+        x,
+        weight.flip(-1).to(x.dtype),
+        None if bias is None else bias.to(x.dtype),
+        padding=k - 1,
+        groups=x.shape[1],
+    )
+    return y[..., k - 1 :]
 
 
 @torch.compiler.disable
@@ -252,6 +278,7 @@ def selective_ssm(
     resets: torch.Tensor | None = None,
     initial_state: torch.Tensor | None = None,
     return_last_state: bool = False,
+    reverse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The S6 core: input-dependent ``(Delta, B, C)`` and the selective scan (paper Alg. 2).
 
@@ -266,6 +293,8 @@ def selective_ssm(
         mask, resets: ``(B, L)`` bool or ``None``.
         initial_state: ``(B, E, N)`` fp32 or ``None``.
         return_last_state: also return the state after the last token.
+        reverse: scan ``t = L-1 .. 0`` (the backward direction of a bidirectional mixer, without
+            flipping any tensor; see ``ops.selective_scan``).
 
     Returns:
         ``y (B, E, L)`` in ``u``'s dtype and the last state ``(B, E, N)`` fp32 (or ``None``).
@@ -296,6 +325,7 @@ def selective_ssm(
             return_last_state=return_last_state,
             initial_state=initial_state,
             resets=resets,
+            reverse=reverse,
         )
     if return_last_state:
         return out[0], out[1]
@@ -477,6 +507,7 @@ class Mamba(nn.Module):
         resets: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         return_state: bool = False,
+        reverse: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, ConvSSMState]:
         """Mix a sequence.
 
@@ -487,6 +518,10 @@ class Mamba(nn.Module):
             mask: ``(B, L)`` bool, True = real token; pads are zeroed before the conv and the scan,
                 leave the state untouched and give zero output.
             return_state: also return the state after the last token.
+            reverse: mix the reversed sequence, in and out in the original order (equals
+                ``forward(x.flip(1)).flip(1)`` without flips; the backward direction of a
+                bidirectional mixer). Not with ``state``, ``resets``, ``mask`` or
+                ``return_state``.
 
         Returns:
             ``y (B, L, D)``, or ``(y, state)``.
@@ -495,9 +530,23 @@ class Mamba(nn.Module):
         check_sequence_inputs(name, x, self.d_model, mask, resets)
         if state is not None:
             check_state(state, ConvSSMState, name)
-        if state is None and resets is None and mask is None and not return_state:
-            if can_fuse(x, self):
-                return self.forward_fused(x)
+        plain = state is None and resets is None and mask is None and not return_state
+        if reverse and not plain:
+            raise ValueError(
+                f"{name}: reverse=True mixes a whole sequence from its end; it cannot take a "
+                "state, resets or a mask, nor return a state. Flip the inputs yourself for those."
+            )
+        if plain and can_fuse(x, self):
+            return self.forward_fused(x, reverse=reverse)
+        if reverse:
+            xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
+            xi, z = xz.chunk(2, dim=1)
+            u = F.silu(anticausal_conv1d(xi, self.conv1d.weight, self.conv1d.bias))
+            y, _ = selective_ssm(
+                u, z, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, self.A_log,
+                self.D, reverse=True,
+            )  # fmt: skip
+            return self.out_proj(y.transpose(1, 2))
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
         xi, z = xz.chunk(2, dim=1)
         conv, conv_state = causal_conv1d(

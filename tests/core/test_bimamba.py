@@ -164,3 +164,34 @@ def test_no_recurrence_and_bad_arguments_raise() -> None:
         BiMamba(D_MODEL, merge="max")
     with pytest.raises(ValueError, match=r"\(B, L, D=16\)"):
         m(torch.randn(2, 5, 3))
+
+
+@pytest.mark.parametrize(("variant", "merge"), [("v2", "mean"), ("v1", "add"), ("separate", "add")])
+def test_unmasked_reverse_path_equals_the_flipped_path(variant: str, merge: str) -> None:
+    """Without mask/resets the backward direction runs an anti-causal conv and a reverse scan
+    (no flips); an all-True mask takes the flip-based general path: same values, same grads."""
+    torch.manual_seed(0)
+    m = _model(variant, merge)
+    x = torch.randn(2, 70, D_MODEL, requires_grad=True)
+    fast = m(x)
+    fast.square().sum().backward()
+    grads_fast = [x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+    x.grad = None
+    m.zero_grad()
+    general = m(x, mask=torch.ones(2, 70, dtype=torch.bool))
+    general.square().sum().backward()
+    grads_general = [x.grad] + [p.grad for p in m.parameters()]
+    _close(fast, general)
+    for a, b in zip(grads_fast, grads_general, strict=True):
+        _close(a, b, 1e-4)
+
+
+def test_mamba_reverse_equals_flipping_and_rejects_state() -> None:
+    torch.manual_seed(0)
+    m = Mamba(D_MODEL, d_state=4)
+    x = torch.randn(2, 11, D_MODEL)
+    _close(m(x, reverse=True), m(x.flip(1)).flip(1))
+    with torch.no_grad():  # the fused inference path
+        _close(m(x, reverse=True), m(x.flip(1)).flip(1))
+    with pytest.raises(ValueError, match="reverse=True"):
+        m(x, reverse=True, return_state=True)
