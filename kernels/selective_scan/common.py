@@ -2,7 +2,8 @@
 
 The fast backends implement only the core recurrence (fp32, groups folded in, resets as a 0/1
 keep mask); delta bias and softplus, reversal, the D skip and the z gate are elementwise and run on
-plain autograd here, identically for every backend.
+plain autograd here, identically for every backend, unless the core says it fuses them
+(``fuses_delta``, ``fuses_gate``: the native CPU kernel does both).
 """
 
 from __future__ import annotations
@@ -36,12 +37,18 @@ def scan_with_core(
     reverse: bool = False,
     resets: torch.Tensor | None = None,
     fuses_delta: bool = False,
+    fuses_gate: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``selective_scan`` (arguments, shapes and returns as there) around a scan ``core``.
 
     With ``fuses_delta`` the core takes two more arguments, ``(delta_bias, delta_softplus)``, and
     applies them itself to the raw ``delta`` (then the step sizes are never materialised here).
+    With ``fuses_gate`` (only together with ``fuses_delta``) it takes three more, ``(D, z,
+    reverse)``, and applies the D skip, the z gate and the reversal itself (nothing is flipped
+    here; z is passed in its own layout).
     """
+    if fuses_gate and not fuses_delta:
+        raise ValueError("scan_with_core: fuses_gate=True needs fuses_delta=True")
     dtype = compute_dtype(u.dtype)
     u32 = u.to(dtype)
     dt = delta.to(dtype)
@@ -56,18 +63,46 @@ def scan_with_core(
     Bg = (B if B.dim() == 4 else B.unsqueeze(1)).to(dtype)
     Cg = (C if C.dim() == 4 else C.unsqueeze(1)).to(dtype)
     keep = None if resets is None else (~resets).to(dtype)
-    if reverse:
-        u32, dt, Bg, Cg = u32.flip(-1), dt.flip(-1), Bg.flip(-1), Cg.flip(-1)
-        keep = None if keep is None else keep.flip(-1)
     h0 = None if initial_state is None else initial_state.to(dtype)
-
-    y, last = core(u32, dt, A.to(dtype), Bg, Cg, h0, keep, *extra)
-    if D is not None:
-        y = y + D.to(dtype)[:, None] * u32
-    if z is not None:
-        zz = z.to(dtype)
-        y = y * F.silu(zz.flip(-1) if reverse else zz)
-    if reverse:
-        y = y.flip(-1)
+    D32 = None if D is None else D.to(dtype)
+    z32 = None if z is None else z.to(dtype)
+    if fuses_gate:
+        y, last = core(u32, dt, A.to(dtype), Bg, Cg, h0, keep, *extra, D32, z32, reverse)
+    else:
+        y, last = gate_in_torch(
+            core, u32, dt, A.to(dtype), Bg, Cg, h0, keep, extra, D32, z32, reverse
+        )
     out = y.to(u.dtype).contiguous()
     return (out, last) if return_last_state else out
+
+
+def gate_in_torch(
+    core: ScanCore,
+    u: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    h0: torch.Tensor | None,
+    keep: torch.Tensor | None,
+    extra: tuple,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(core(...) + D u) * silu(z)`` on plain autograd, ``reverse`` by flipping the time axis.
+
+    For cores that do not fuse the shell (shapes as ``ScanCore``, all in the compute dtype;
+    ``extra`` is passed to the core after ``keep``). Returns ``(y, last_state)``, y (b, E, L).
+    """
+    if reverse:
+        u, dt, B, C = u.flip(-1), dt.flip(-1), B.flip(-1), C.flip(-1)
+        keep = None if keep is None else keep.flip(-1)
+    y, last = core(u, dt, A, B, C, h0, keep, *extra)
+    if D is not None:
+        y = y + D[:, None] * u
+    if z is not None:
+        y = y * F.silu(z.flip(-1) if reverse else z)
+    if reverse:
+        y = y.flip(-1)
+    return y, last

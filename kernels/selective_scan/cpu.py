@@ -19,8 +19,8 @@ https://arxiv.org/abs/2312.00752. Same math as ``reference.py``. Two paths behin
     ``g_t = C_t dy_t + dA_{t+1} g_{t+1}`` in place, and forms every gradient with vectorised ops.
 
 Memory is O(b E L + chunks * b E N + T b E N), against O(b E L N) for an autograd scan.
-The z gate, D skip, delta bias and softplus are elementwise and stay on plain autograd around
-the core (``common.py``).
+The native kernel fuses delta bias and softplus, the D skip, the z gate and reverse; on this
+torch path they stay on plain autograd around the core (``common.gate_in_torch``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ssmkit.kernels.selective_scan.common import scan_with_core
+from ssmkit.kernels.selective_scan.common import gate_in_torch, scan_with_core
 from ssmkit.kernels.selective_scan.native import NativeSelectiveScan, native_library
 
 # Elements of one (T, b, E, N) chunk buffer: a few of them should sit in L2 together.
@@ -217,19 +217,24 @@ def _core(
     keep: torch.Tensor | None,
     delta_bias: torch.Tensor | None,
     delta_softplus: bool,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    reverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if u.dtype == torch.float32 and native_library() is not None:
-        # the native kernel applies bias and softplus itself (forward and backward)
-        return NativeSelectiveScan.apply(u, dt, A, B, C, h0, keep, delta_bias, delta_softplus)
+        # the native kernel applies bias, softplus, D, the z gate and reverse itself (fwd and bwd)
+        return NativeSelectiveScan.apply(
+            u, dt, A, B, C, h0, keep, delta_bias, delta_softplus, D, z, reverse
+        )
     if delta_bias is not None:
         dt = dt + delta_bias[:, None]
     if delta_softplus:
         dt = F.softplus(dt)  # threshold 20, as mamba_ssm
-    return _SelectiveScanCore.apply(u, dt, A, B, C, h0, keep)
+    return gate_in_torch(_SelectiveScanCore.apply, u, dt, A, B, C, h0, keep, (), D, z, reverse)
 
 
 def selective_scan_cpu(
     *args: Any, **kwargs: Any
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked CPU selective scan; arguments, shapes and returns as ``selective_scan``."""
-    return scan_with_core(_core, *args, fuses_delta=True, **kwargs)
+    return scan_with_core(_core, *args, fuses_delta=True, fuses_gate=True, **kwargs)

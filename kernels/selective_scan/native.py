@@ -88,6 +88,8 @@ static inline float sigmoid_f(float x) {
     return x >= 0.0f ? r : e * r;
 }
 
+static inline float silu_f(float x) { return x * sigmoid_f(x); }
+
 /* The step sizes of channel p: dt + bias, through softplus if asked, into scratch (or dt itself
    when there is nothing to apply). */
 static inline const float* step_sizes(const float* dp, const float* dbias, int64_t softplus,
@@ -104,14 +106,20 @@ static inline const float* step_sizes(const float* dp, const float* dbias, int64
     return scratch;
 }
 
+/* Scan step i runs at time t = i, or t = L - 1 - i with rev (nothing is flipped). */
+#define TIME(i) (rev ? L - 1 - (i) : (i))
+
 /* u, dt, y: (b, E, L); A: (E, N); Bt, Ct: (b, G, L, N); h0, last: (b, E, N); keep: (b, L);
-   chunk_states: (b, E, n_chunks, N). Channels p = b * E + e in [p_begin, p_end). */
+   D: (E,) or NULL; z: (b, E, L) with element strides (zsb, zse, zsl), or NULL;
+   chunk_states: (b, E, n_chunks, N), the state before every chunk-th scan step.
+   y_t = (sum_n C_t[n] h_t[n] + D u_t) silu(z_t). Channels p = b * E + e in [p_begin, p_end). */
 static inline void forward_body(const float* u, const float* dt, const float* A,
                                 const float* Bt, const float* Ct, const float* h0,
                                 const float* keep, const float* dbias, int64_t softplus,
-                                float* y, float* last, float* chunk_states,
-                                int64_t E, int64_t N, int64_t L, int64_t G, int64_t chunk,
-                                int64_t p_begin, int64_t p_end) {
+                                const float* D, const float* z, int64_t zsb, int64_t zse,
+                                int64_t zsl, int64_t rev, float* y, float* last,
+                                float* chunk_states, int64_t E, int64_t N, int64_t L, int64_t G,
+                                int64_t chunk, int64_t p_begin, int64_t p_end) {
     int64_t per_group = E / G, n_chunks = (L + chunk - 1) / chunk;
     float* h = (float*)malloc(sizeof(float) * (N + L));
     float* scratch = h + N;
@@ -121,11 +129,14 @@ static inline void forward_body(const float* u, const float* dt, const float* A,
         const float* dp = step_sizes(dt + p * L, dbias, softplus, e, L, scratch);
         const float *Bg = Bt + (b * G + g) * L * N, *Cg = Ct + (b * G + g) * L * N;
         const float* kb = keep ? keep + b * L : NULL;
+        const float* zp = z ? z + b * zsb + e * zse : NULL;
+        const float De = D ? D[e] : 0.0f;
         float *yp = y + p * L, *cs = chunk_states ? chunk_states + p * n_chunks * N : NULL;
         if (h0) memcpy(h, h0 + p * N, sizeof(float) * N);
         else memset(h, 0, sizeof(float) * N);
-        for (int64_t t = 0, saved = 0; t < L; ++t) {
-            if (cs && t == saved * chunk) memcpy(cs + (saved++) * N, h, sizeof(float) * N);
+        for (int64_t i = 0, saved = 0; i < L; ++i) {
+            const int64_t t = TIME(i);
+            if (cs && i == saved * chunk) memcpy(cs + (saved++) * N, h, sizeof(float) * N);
             const float d = dp[t], x = d * up[t], k = kb ? kb[t] : 1.0f;
             const float *Bp = Bg + t * N, *Cp = Cg + t * N;
             float acc = 0.0f;
@@ -135,7 +146,11 @@ static inline void forward_body(const float* u, const float* dt, const float* A,
                 h[n] = hn;
                 acc += Cp[n] * hn;
             }
-            yp[t] = acc;
+            yp[t] = D ? acc + De * up[t] : acc;
+        }
+        if (zp) {
+            #pragma omp simd
+            for (int64_t t = 0; t < L; ++t) yp[t] *= silu_f(zp[t * zsl]);
         }
         memcpy(last + p * N, h, sizeof(float) * N);
     }
@@ -143,19 +158,25 @@ static inline void forward_body(const float* u, const float* dt, const float* A,
 }
 
 /* Gradients: du, ddt (b, E, L); dA_part, dh0 (b, E, N); dB_part, dC_part (b, G, L, N), private
-   to this call (the caller sums them over calls); dy (b, E, L); dlast (b, E, N). */
+   to this call (the caller sums them over calls); dbias_part, dD_part (b, E); dz (b, E, L) with
+   element strides (dzsb, dzse, dzsl); dy (b, E, L) the gradient of the gated output; dlast
+   (b, E, N). The un-gated output (needed by dz) is recomputed in the adjoint loop from the
+   recomputed states: one more FMA per (t, n) instead of a saved (b, E, L) tensor. */
 static inline void backward_body(const float* u, const float* dt, const float* A,
                                  const float* Bt, const float* Ct, const float* keep,
-                                 const float* dbias, int64_t softplus,
-                                 const float* chunk_states, const float* dy, const float* dlast,
-                                 float* du, float* ddt, float* dA_part, float* dB_part,
-                                 float* dC_part, float* dh0, float* dbias_part, int64_t E,
-                                 int64_t N, int64_t L, int64_t G, int64_t chunk, int64_t p_begin,
-                                 int64_t p_end) {
+                                 const float* dbias, int64_t softplus, const float* D,
+                                 const float* z, int64_t zsb, int64_t zse, int64_t zsl,
+                                 int64_t rev, const float* chunk_states, const float* dy,
+                                 const float* dlast, float* du, float* ddt, float* dA_part,
+                                 float* dB_part, float* dC_part, float* dh0, float* dbias_part,
+                                 float* dD_part, float* dz, int64_t dzsb, int64_t dzse,
+                                 int64_t dzsl, int64_t E, int64_t N, int64_t L, int64_t G,
+                                 int64_t chunk, int64_t p_begin, int64_t p_end) {
     int64_t per_group = E / G, n_chunks = (L + chunk - 1) / chunk;
-    float* work = (float*)malloc(sizeof(float) * (N * (2 * chunk + 3) + L));
+    float* work = (float*)malloc(sizeof(float) * (N * (2 * chunk + 3) + 3 * L));
     float *hs = work, *as = work + (chunk + 1) * N;
     float *carry = as + chunk * N, *dA = carry + N, *scratch = dA + N;
+    float *gy = scratch + L, *ycore = gy + L;
     for (int64_t p = p_begin; p < p_end; ++p) {
         int64_t b = p / E, e = p % E, g = e / per_group;
         const float *up = u + p * L, *dyp = dy + p * L, *Ae = A + e * N;
@@ -163,47 +184,78 @@ static inline void backward_body(const float* u, const float* dt, const float* A
         const float *Bg = Bt + (b * G + g) * L * N, *Cg = Ct + (b * G + g) * L * N;
         float *dBg = dB_part + (b * G + g) * L * N, *dCg = dC_part + (b * G + g) * L * N;
         const float* kb = keep ? keep + b * L : NULL;
+        const float* zp = z ? z + b * zsb + e * zse : NULL;
+        const float De = D ? D[e] : 0.0f;
         float *dup = du + p * L, *ddp = ddt + p * L;
+        /* gp: the gradient of the un-gated output, dy silu(z) */
+        const float* gp = dyp;
+        if (zp) {
+            #pragma omp simd
+            for (int64_t t = 0; t < L; ++t) gy[t] = dyp[t] * silu_f(zp[t * zsl]);
+            gp = gy;
+        }
         memcpy(carry, dlast + p * N, sizeof(float) * N);
         memset(dA, 0, sizeof(float) * N);
         for (int64_t c = n_chunks - 1; c >= 0; --c) {
             int64_t start = c * chunk, stop = start + chunk < L ? start + chunk : L;
             memcpy(hs, chunk_states + (p * n_chunks + c) * N, sizeof(float) * N);
-            for (int64_t i = 0; i < stop - start; ++i) {
-                int64_t t = start + i;
+            for (int64_t j = 0; j < stop - start; ++j) {
+                const int64_t t = TIME(start + j);
                 const float d = dp[t], x = d * up[t], k = kb ? kb[t] : 1.0f;
                 const float* Bp = Bg + t * N;
-                float *a = as + i * N, *hprev = hs + i * N, *hnext = hs + (i + 1) * N;
+                float *a = as + j * N, *hprev = hs + j * N, *hnext = hs + (j + 1) * N;
                 #pragma omp simd
                 for (int64_t n = 0; n < N; ++n) {
                     a[n] = k * fast_exp(d * Ae[n]);
                     hnext[n] = a[n] * hprev[n] + x * Bp[n];
                 }
             }
-            for (int64_t i = stop - start - 1; i >= 0; --i) {
-                int64_t t = start + i;
-                const float d = dp[t], uu = up[t], x = d * uu, dyt = dyp[t];
+            for (int64_t j = stop - start - 1; j >= 0; --j) {
+                const int64_t t = TIME(start + j);
+                const float d = dp[t], uu = up[t], x = d * uu, dyt = gp[t];
                 const float *Bp = Bg + t * N, *Cp = Cg + t * N;
-                const float *a = as + i * N, *hprev = hs + i * N, *hcur = hs + (i + 1) * N;
+                const float *a = as + j * N, *hprev = hs + j * N, *hcur = hs + (j + 1) * N;
                 float *dBp = dBg + t * N, *dCp = dCg + t * N;
-                float s = 0.0f, sa = 0.0f;
-                #pragma omp simd reduction(+:s, sa)
+                float s = 0.0f, sa = 0.0f, yc = 0.0f;
+                #pragma omp simd reduction(+:s, sa, yc)
                 for (int64_t n = 0; n < N; ++n) {
                     float gn = carry[n] + dyt * Cp[n];
                     dCp[n] += dyt * hcur[n];
                     dBp[n] += gn * x;
                     s += gn * Bp[n];
+                    yc += Cp[n] * hcur[n];
                     float xn = gn * hprev[n] * a[n];
                     dA[n] += xn * d;
                     sa += xn * Ae[n];
                     carry[n] = a[n] * gn;
                 }
+                ycore[t] = yc;
                 ddp[t] = sa + s * uu;
                 dup[t] = s * d;
             }
         }
         memcpy(dh0 + p * N, carry, sizeof(float) * N);
         memcpy(dA_part + p * N, dA, sizeof(float) * N);
+        if (D) {
+            /* y_pre = ... + D u: du += D gp, dD = sum_t gp u */
+            float sum = 0.0f;
+            #pragma omp simd reduction(+:sum)
+            for (int64_t t = 0; t < L; ++t) {
+                dup[t] += De * gp[t];
+                sum += gp[t] * up[t];
+            }
+            dD_part[p] = sum;
+        }
+        if (zp) {
+            /* y = y_pre silu(z): dz = dy y_pre silu'(z), silu' = sig (1 + z (1 - sig)) */
+            float* dzp = dz + b * dzsb + e * dzse;
+            #pragma omp simd
+            for (int64_t t = 0; t < L; ++t) {
+                const float zz = zp[t * zsl], sg = sigmoid_f(zz);
+                const float ypre = D ? ycore[t] + De * up[t] : ycore[t];
+                dzp[t * dzsl] = dyp[t] * ypre * sg * (1.0f + zz * (1.0f - sg));
+            }
+        }
         if (dbias || softplus) {
             /* chain rule through dt + bias and the softplus; the bias gradient is the sum */
             const float *draw = dt + p * L, bb = dbias ? dbias[e] : 0.0f;
@@ -222,32 +274,33 @@ static inline void backward_body(const float* u, const float* dt, const float* A
 
 /* Entry points. N = 16 (Mamba's default) gets a copy with a compile-time N: no remainder loop
    and a fixed-width reduction, measured ~20% faster. */
+#define FORWARD_ARGS(NN)                                                                       \
+    u, dt, A, Bt, Ct, h0, keep, dbias, softplus, D, z, zsb, zse, zsl, rev, y, last,          \
+        chunk_states, E, NN, L, G, chunk
+#define BACKWARD_ARGS(NN)                                                                      \
+    u, dt, A, Bt, Ct, keep, dbias, softplus, D, z, zsb, zse, zsl, rev, chunk_states, dy,     \
+        dlast, du, ddt, dA_part, dB_part, dC_part, dh0, dbias_part, dD_part, dz, dzsb, dzse,  \
+        dzsl, E, NN, L, G, chunk
+
 void ss_forward(const float* u, const float* dt, const float* A, const float* Bt,
                 const float* Ct, const float* h0, const float* keep, const float* dbias,
-                int64_t softplus, float* y, float* last, float* chunk_states, int64_t E,
+                int64_t softplus, const float* D, const float* z, int64_t zsb, int64_t zse,
+                int64_t zsl, int64_t rev, float* y, float* last, float* chunk_states, int64_t E,
                 int64_t N, int64_t L, int64_t G, int64_t chunk, int64_t p_begin, int64_t p_end) {
-    if (N == 16)
-        forward_body(u, dt, A, Bt, Ct, h0, keep, dbias, softplus, y, last, chunk_states, E, 16,
-                     L, G, chunk, p_begin, p_end);
-    else
-        forward_body(u, dt, A, Bt, Ct, h0, keep, dbias, softplus, y, last, chunk_states, E, N,
-                     L, G, chunk, p_begin, p_end);
+    if (N == 16) forward_body(FORWARD_ARGS(16), p_begin, p_end);
+    else forward_body(FORWARD_ARGS(N), p_begin, p_end);
 }
 
 void ss_backward(const float* u, const float* dt, const float* A, const float* Bt,
                  const float* Ct, const float* keep, const float* dbias, int64_t softplus,
-                 const float* chunk_states, const float* dy, const float* dlast, float* du,
-                 float* ddt, float* dA_part, float* dB_part, float* dC_part, float* dh0,
-                 float* dbias_part, int64_t E, int64_t N, int64_t L, int64_t G, int64_t chunk,
-                 int64_t p_begin, int64_t p_end) {
-    if (N == 16)
-        backward_body(u, dt, A, Bt, Ct, keep, dbias, softplus, chunk_states, dy, dlast, du, ddt,
-                      dA_part, dB_part, dC_part, dh0, dbias_part, E, 16, L, G, chunk, p_begin,
-                      p_end);
-    else
-        backward_body(u, dt, A, Bt, Ct, keep, dbias, softplus, chunk_states, dy, dlast, du, ddt,
-                      dA_part, dB_part, dC_part, dh0, dbias_part, E, N, L, G, chunk, p_begin,
-                      p_end);
+                 const float* D, const float* z, int64_t zsb, int64_t zse, int64_t zsl,
+                 int64_t rev, const float* chunk_states, const float* dy, const float* dlast,
+                 float* du, float* ddt, float* dA_part, float* dB_part, float* dC_part,
+                 float* dh0, float* dbias_part, float* dD_part, float* dz, int64_t dzsb,
+                 int64_t dzse, int64_t dzsl, int64_t E, int64_t N, int64_t L, int64_t G,
+                 int64_t chunk, int64_t p_begin, int64_t p_end) {
+    if (N == 16) backward_body(BACKWARD_ARGS(16), p_begin, p_end);
+    else backward_body(BACKWARD_ARGS(N), p_begin, p_end);
 }
 
 /* The same over channels [0, P) on nthreads OpenMP threads (thread i accumulates B/C gradients in
@@ -265,38 +318,42 @@ int64_t ss_openmp(void) {
 
 void ss_forward_par(const float* u, const float* dt, const float* A, const float* Bt,
                     const float* Ct, const float* h0, const float* keep, const float* dbias,
-                    int64_t softplus, float* y, float* last, float* chunk_states, int64_t E,
-                    int64_t N, int64_t L, int64_t G, int64_t chunk, int64_t P, int64_t nthreads) {
+                    int64_t softplus, const float* D, const float* z, int64_t zsb, int64_t zse,
+                    int64_t zsl, int64_t rev, float* y, float* last, float* chunk_states,
+                    int64_t E, int64_t N, int64_t L, int64_t G, int64_t chunk, int64_t P,
+                    int64_t nthreads) {
 #ifdef _OPENMP
     #pragma omp parallel num_threads((int)nthreads)
     {
         int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        ss_forward(u, dt, A, Bt, Ct, h0, keep, dbias, softplus, y, last, chunk_states, E, N, L,
-                   G, chunk, P * tid / nt, P * (tid + 1) / nt);
+        ss_forward(FORWARD_ARGS(N), P * tid / nt, P * (tid + 1) / nt);
     }
 #else
-    ss_forward(u, dt, A, Bt, Ct, h0, keep, dbias, softplus, y, last, chunk_states, E, N, L, G,
-               chunk, 0, P);
+    (void)nthreads;
+    ss_forward(FORWARD_ARGS(N), 0, P);
 #endif
 }
 
 void ss_backward_par(const float* u, const float* dt, const float* A, const float* Bt,
                      const float* Ct, const float* keep, const float* dbias, int64_t softplus,
-                     const float* chunk_states, const float* dy, const float* dlast, float* du,
-                     float* ddt, float* dA_part, float* dB_parts, float* dC_parts, float* dh0,
-                     float* dbias_part, int64_t E, int64_t N, int64_t L, int64_t G, int64_t chunk,
-                     int64_t P, int64_t part_size, int64_t nthreads) {
+                     const float* D, const float* z, int64_t zsb, int64_t zse, int64_t zsl,
+                     int64_t rev, const float* chunk_states, const float* dy, const float* dlast,
+                     float* du, float* ddt, float* dA_part, float* dB_parts, float* dC_parts,
+                     float* dh0, float* dbias_part, float* dD_part, float* dz, int64_t dzsb,
+                     int64_t dzse, int64_t dzsl, int64_t E, int64_t N, int64_t L, int64_t G,
+                     int64_t chunk, int64_t P, int64_t part_size, int64_t nthreads) {
 #ifdef _OPENMP
     #pragma omp parallel num_threads((int)nthreads)
     {
         int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        ss_backward(u, dt, A, Bt, Ct, keep, dbias, softplus, chunk_states, dy, dlast, du, ddt,
-                    dA_part, dB_parts + tid * part_size, dC_parts + tid * part_size, dh0,
-                    dbias_part, E, N, L, G, chunk, P * tid / nt, P * (tid + 1) / nt);
+        float *dB_part = dB_parts + tid * part_size, *dC_part = dC_parts + tid * part_size;
+        ss_backward(BACKWARD_ARGS(N), P * tid / nt, P * (tid + 1) / nt);
     }
 #else
-    ss_backward(u, dt, A, Bt, Ct, keep, dbias, softplus, chunk_states, dy, dlast, du, ddt, dA_part,
-                dB_parts, dC_parts, dh0, dbias_part, E, N, L, G, chunk, 0, P);
+    (void)nthreads;
+    (void)part_size;
+    float *dB_part = dB_parts, *dC_part = dC_parts;
+    ss_backward(BACKWARD_ARGS(N), 0, P);
 #endif
 }
 """
@@ -423,12 +480,29 @@ def _run_parts(function: ctypes._CFuncPtr, parts: list[tuple[int, int]], make_ar
         future.result()
 
 
+def _strides(t: torch.Tensor | None) -> tuple[int, int, int]:
+    return (0, 0, 0) if t is None else tuple(t.stride())
+
+
+def _like_layout(z: torch.Tensor) -> torch.Tensor:
+    """An empty (b, E, L) tensor laid out like ``z``: time-major when z is (e.g. a transposed view
+    of a (b, L, E) projection), so that its gradient flows back to that projection uncopied."""
+    batch, channels, length = z.shape
+    if z.stride(1) < z.stride(2):
+        return torch.empty(batch, length, channels, dtype=z.dtype).transpose(1, 2)
+    return torch.empty(batch, channels, length, dtype=z.dtype)
+
+
 class NativeSelectiveScan(torch.autograd.Function):
     """Core scan in C: h_t = keep_t exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <C_t, h_t> (fp32).
 
     With ``delta_bias`` and/or ``softplus``, ``dt`` is the raw step input and the kernel applies
     ``dt <- softplus(dt + delta_bias)`` per channel itself (forward, and its chain rule in the
     backward, which also returns the bias gradient), so the step sizes are never materialised.
+    With ``D`` (E,) and/or ``z`` (b, E, L), the output is ``(y_t + D u_t) * silu(z_t)``, fused in
+    the same per-channel loops (z is read through its strides, no copy); with ``reverse`` the scan
+    runs from t = L-1 down to 0 (keep applied at t in scan order, last state after t = 0) by
+    index mapping, nothing flipped.
     """
 
     @staticmethod
@@ -443,8 +517,12 @@ class NativeSelectiveScan(torch.autograd.Function):
         keep: torch.Tensor | None,
         delta_bias: torch.Tensor | None = None,
         softplus: bool = False,
+        D: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        reverse: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # u, dt (b, E, L); A (E, N); B, C (b, G, N, L) -> (b, G, L, N); h0 (b, E, N); keep (b, L)
+        # u, dt, z (b, E, L); A (E, N); B, C (b, G, N, L) -> (b, G, L, N); h0 (b, E, N);
+        # keep (b, L); D, delta_bias (E,)
         library = native_library()
         assert library is not None, "NativeSelectiveScan needs native_library()"
         u, dt, A = u.contiguous(), dt.contiguous(), A.contiguous()
@@ -452,6 +530,7 @@ class NativeSelectiveScan(torch.autograd.Function):
         h0 = None if h0 is None else h0.contiguous()
         keep = None if keep is None else keep.contiguous()
         bias = None if delta_bias is None else delta_bias.contiguous()
+        D = None if D is None else D.contiguous()
         batch, channels, length = u.shape
         groups, n_state = B.shape[1], A.shape[1]
         n_chunks = -(-length // CHUNK)
@@ -462,12 +541,18 @@ class NativeSelectiveScan(torch.autograd.Function):
         chunk_states = torch.empty(batch, channels, n_chunks, n_state) if training else None
         dims = (channels, n_state, length, groups, CHUNK)
         pointers = [_ptr(t) for t in (u, dt, A, Bt, Ct, h0, keep, bias)]
+        shell = [
+            ctypes.c_int64(int(softplus)),
+            _ptr(D),
+            _ptr(z),
+            *map(ctypes.c_int64, (*_strides(z), int(reverse))),
+        ]
         outputs = [_ptr(t) for t in (y, last, chunk_states)]
         parts = _parts(batch * channels)
         if library.ss_openmp() and len(parts) > 1:  # split over the OpenMP pool inside
             library.ss_forward_par(
                 *pointers,
-                ctypes.c_int64(int(softplus)),
+                *shell,
                 *outputs,
                 *map(ctypes.c_int64, (*dims, batch * channels, len(parts))),
             )
@@ -477,15 +562,16 @@ class NativeSelectiveScan(torch.autograd.Function):
                 parts,
                 lambda i, lo, hi: (
                     *pointers,
-                    ctypes.c_int64(int(softplus)),
+                    *shell,
                     *outputs,
                     *map(ctypes.c_int64, (*dims, lo, hi)),
                 ),
             )
         if training:
-            ctx.save_for_backward(u, dt, A, Bt, Ct, keep, bias, chunk_states)
+            ctx.save_for_backward(u, dt, A, Bt, Ct, keep, bias, D, z, chunk_states)
         ctx.has_h0 = h0 is not None
         ctx.softplus = softplus
+        ctx.reverse = reverse
         return y, last
 
     @staticmethod
@@ -493,7 +579,7 @@ class NativeSelectiveScan(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor, dlast: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         library = native_library()
-        u, dt, A, Bt, Ct, keep, bias, chunk_states = ctx.saved_tensors
+        u, dt, A, Bt, Ct, keep, bias, D, z, chunk_states = ctx.saved_tensors
         batch, channels, length = u.shape
         groups, n_state = Bt.shape[1], A.shape[1]
         dy, dlast = dy.contiguous(), dlast.contiguous()
@@ -502,21 +588,35 @@ class NativeSelectiveScan(torch.autograd.Function):
         dA = torch.empty(batch, channels, n_state)
         dh0 = torch.empty(batch, channels, n_state)
         dbias = torch.empty(batch, channels)
+        dD = torch.empty(batch, channels)
+        dz = None if z is None else _like_layout(z)
         dB = torch.zeros(len(parts), *Bt.shape)
         dC = torch.zeros(len(parts), *Ct.shape)
         dims = (channels, n_state, length, groups, CHUNK)
         inputs = [_ptr(t) for t in (u, dt, A, Bt, Ct, keep, bias)]
+        shell = [
+            ctypes.c_int64(int(ctx.softplus)),
+            _ptr(D),
+            _ptr(z),
+            *map(ctypes.c_int64, (*_strides(z), int(ctx.reverse))),
+        ]
         shared = [_ptr(t) for t in (chunk_states, dy, dlast, du, ddt, dA)]
+        tail = [
+            _ptr(dh0),
+            _ptr(dbias),
+            _ptr(dD),
+            _ptr(dz),
+            *map(ctypes.c_int64, (*_strides(dz), *dims)),
+        ]
         if library.ss_openmp() and len(parts) > 1:  # split over the OpenMP pool inside
             library.ss_backward_par(
                 *inputs,
-                ctypes.c_int64(int(ctx.softplus)),
+                *shell,
                 *shared,
                 _ptr(dB),
                 _ptr(dC),
-                _ptr(dh0),
-                _ptr(dbias),
-                *map(ctypes.c_int64, (*dims, batch * channels, dB[0].numel(), len(parts))),
+                *tail,
+                *map(ctypes.c_int64, (batch * channels, dB[0].numel(), len(parts))),
             )
         else:
             _run_parts(
@@ -524,17 +624,17 @@ class NativeSelectiveScan(torch.autograd.Function):
                 parts,
                 lambda i, lo, hi: (
                     *inputs,
-                    ctypes.c_int64(int(ctx.softplus)),
+                    *shell,
                     *shared,
                     _ptr(dB[i]),
                     _ptr(dC[i]),
-                    _ptr(dh0),
-                    _ptr(dbias),
-                    *map(ctypes.c_int64, (*dims, lo, hi)),
+                    *tail,
+                    *map(ctypes.c_int64, (lo, hi)),
                 ),
             )
         dB = dB.sum(0).transpose(-1, -2)
         dC = dC.sum(0).transpose(-1, -2)
         ddelta_bias = None if bias is None else dbias.sum(0)
+        dD_out = None if D is None else dD.sum(0)
         dh0_out = dh0 if ctx.has_h0 else None
-        return du, ddt, dA.sum(0), dB, dC, dh0_out, None, ddelta_bias, None
+        return du, ddt, dA.sum(0), dB, dC, dh0_out, None, ddelta_bias, None, dD_out, dz, None
