@@ -157,6 +157,17 @@ static inline void forward_body(const float* u, const float* dt, const float* A,
     free(h);
 }
 
+/* One state index n of the adjoint step: g = carry + dy C, and every gradient from it. */
+#define ADJOINT_STEP                                                                           \
+    float gn = carry[n] + dyt * Cp[n];                                                         \
+    dCp[n] += dyt * hcur[n];                                                                   \
+    dBp[n] += gn * x;                                                                          \
+    s += gn * Bp[n];                                                                           \
+    float xn = gn * hprev[n] * a[n];                                                           \
+    dA[n] += xn * d;                                                                           \
+    sa += xn * Ae[n];                                                                          \
+    carry[n] = a[n] * gn;
+
 /* Gradients: du, ddt (b, E, L); dA_part, dh0 (b, E, N); dB_part, dC_part (b, G, L, N), private
    to this call (the caller sums them over calls); dbias_part, dD_part (b, E); dz (b, E, L) with
    element strides (dzsb, dzse, dzsl); dy (b, E, L) the gradient of the gated output; dlast
@@ -173,10 +184,10 @@ static inline void backward_body(const float* u, const float* dt, const float* A
                                  int64_t dzsl, int64_t E, int64_t N, int64_t L, int64_t G,
                                  int64_t chunk, int64_t p_begin, int64_t p_end) {
     int64_t per_group = E / G, n_chunks = (L + chunk - 1) / chunk;
-    float* work = (float*)malloc(sizeof(float) * (N * (2 * chunk + 3) + 3 * L));
+    float* work = (float*)malloc(sizeof(float) * (N * (2 * chunk + 3) + 5 * L));
     float *hs = work, *as = work + (chunk + 1) * N;
     float *carry = as + chunk * N, *dA = carry + N, *scratch = dA + N;
-    float *gy = scratch + L, *ycore = gy + L;
+    float *gy = scratch + L, *ycore = gy + L, *zs = ycore + L, *sgs = zs + L;
     for (int64_t p = p_begin; p < p_end; ++p) {
         int64_t b = p / E, e = p % E, g = e / per_group;
         const float *up = u + p * L, *dyp = dy + p * L, *Ae = A + e * N;
@@ -187,11 +198,17 @@ static inline void backward_body(const float* u, const float* dt, const float* A
         const float* zp = z ? z + b * zsb + e * zse : NULL;
         const float De = D ? D[e] : 0.0f;
         float *dup = du + p * L, *ddp = ddt + p * L;
-        /* gp: the gradient of the un-gated output, dy silu(z) */
+        /* gp: the gradient of the un-gated output, dy silu(z); z and sigmoid(z) kept for dz
+           (z is read once: strided, e.g. a transposed view, it is the costly read) */
         const float* gp = dyp;
         if (zp) {
             #pragma omp simd
-            for (int64_t t = 0; t < L; ++t) gy[t] = dyp[t] * silu_f(zp[t * zsl]);
+            for (int64_t t = 0; t < L; ++t) {
+                const float zz = zp[t * zsl], sg = sigmoid_f(zz);
+                zs[t] = zz;
+                sgs[t] = sg;
+                gy[t] = dyp[t] * zz * sg;
+            }
             gp = gy;
         }
         memcpy(carry, dlast + p * N, sizeof(float) * N);
@@ -217,19 +234,19 @@ static inline void backward_body(const float* u, const float* dt, const float* A
                 const float *a = as + j * N, *hprev = hs + j * N, *hcur = hs + (j + 1) * N;
                 float *dBp = dBg + t * N, *dCp = dCg + t * N;
                 float s = 0.0f, sa = 0.0f, yc = 0.0f;
-                #pragma omp simd reduction(+:s, sa, yc)
-                for (int64_t n = 0; n < N; ++n) {
-                    float gn = carry[n] + dyt * Cp[n];
-                    dCp[n] += dyt * hcur[n];
-                    dBp[n] += gn * x;
-                    s += gn * Bp[n];
-                    yc += Cp[n] * hcur[n];
-                    float xn = gn * hprev[n] * a[n];
-                    dA[n] += xn * d;
-                    sa += xn * Ae[n];
-                    carry[n] = a[n] * gn;
+                if (zp) {  /* the un-gated output too (for dz), else a loop without it */
+                    #pragma omp simd reduction(+:s, sa, yc)
+                    for (int64_t n = 0; n < N; ++n) {
+                        ADJOINT_STEP
+                        yc += Cp[n] * hcur[n];
+                    }
+                    ycore[t] = yc;
+                } else {
+                    #pragma omp simd reduction(+:s, sa)
+                    for (int64_t n = 0; n < N; ++n) {
+                        ADJOINT_STEP
+                    }
                 }
-                ycore[t] = yc;
                 ddp[t] = sa + s * uu;
                 dup[t] = s * d;
             }
@@ -251,7 +268,7 @@ static inline void backward_body(const float* u, const float* dt, const float* A
             float* dzp = dz + b * dzsb + e * dzse;
             #pragma omp simd
             for (int64_t t = 0; t < L; ++t) {
-                const float zz = zp[t * zsl], sg = sigmoid_f(zz);
+                const float zz = zs[t], sg = sgs[t];
                 const float ypre = D ? ycore[t] + De * up[t] : ycore[t];
                 dzp[t * dzsl] = dyp[t] * ypre * sg * (1.0f + zz * (1.0f - sg));
             }

@@ -445,3 +445,146 @@ def test_native_kernel_without_openmp_matches(
     monkeypatch.setattr(native, "native_library", lambda: library)
     monkeypatch.setattr(cpu, "native_library", lambda: library)
     check_against_reference(assert_close, make_inputs(2, 8, 16, 70, groups=2), "cpu")
+
+
+def _native_or_skip() -> object:
+    native = importlib.import_module("ssmkit.kernels.selective_scan.native")
+    if native.native_library() is None:
+        pytest.skip("no C compiler: the native kernel is not built")
+    return native
+
+
+def _shell_case(
+    n_state: int, with_d: bool, with_z: bool, z_time_major: bool
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Inputs at an odd length (not a multiple of the 64-step chunk), grouped B/C; z either a
+    transposed view of a (b, L, E) tensor (as Mamba's in_proj gives it) or contiguous."""
+    inputs = make_inputs(2, 6, n_state, 133, groups=3)
+    if z_time_major:
+        inputs["z"] = inputs["z"].detach().transpose(1, 2).contiguous().requires_grad_()
+    names = [n for n in GRAD_NAMES if (with_d or n != "D") and (with_z or n != "z")]
+    return inputs, names
+
+
+def _run_shell(
+    inputs: dict[str, torch.Tensor],
+    names: list[str],
+    backend: str,
+    z_time_major: bool,
+    **kwargs: object,
+) -> list[torch.Tensor]:
+    z = inputs["z"]
+    if z_time_major:
+        z = z.transpose(1, 2)  # (b, E, L) view with stride 1 on E
+        assert not z.is_contiguous()
+    y, last = selective_scan(
+        inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
+        inputs["D"] if "D" in names else None, z if "z" in names else None,
+        inputs["delta_bias"], True, True, initial_state=inputs["initial_state"],
+        backend=backend, **kwargs,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(1)
+    loss = (y * torch.randn(y.shape, generator=generator)).sum()
+    loss = loss + (last * torch.randn(last.shape, generator=generator)).sum()
+    return [y, last, *torch.autograd.grad(loss, [inputs[n] for n in names])]
+
+
+@pytest.mark.parametrize("n_state", [16, 5])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    "with_d,with_z", [(True, True), (True, False), (False, True), (False, False)]
+)
+def test_native_kernel_fuses_skip_gate_and_reverse(
+    n_state: int,
+    reverse: bool,
+    with_d: bool,
+    with_z: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    assert_close: Callable[..., None],
+) -> None:
+    """The native kernel applies D, the z gate and reverse itself (no torch shell, no flips):
+    outputs, last state and every gradient (u, delta, A, B, C, D, z, delta_bias, initial state)
+    match the flip-based reference, with resets (incl. at both ends), for N = 16 (specialised
+    copy) and N = 5, z contiguous or read through a transposed view."""
+    _native_or_skip()
+    cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
+    seen = []
+    real = cpu.NativeSelectiveScan.apply
+
+    def spy(*a: object) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append((a[9] is not None, a[10] is not None, a[11]))
+        return real(*a)
+
+    monkeypatch.setattr(cpu.NativeSelectiveScan, "apply", spy)
+    # the torch shell must not run: no flips at all on the native path
+    flips = []
+    real_flip = torch.Tensor.flip
+    monkeypatch.setattr(torch.Tensor, "flip", lambda t, *d: flips.append(1) or real_flip(t, *d))
+    z_time_major = n_state == 16
+    inputs, names = _shell_case(n_state, with_d, with_z, z_time_major)
+    resets = resets_at(2, 133, 0, 50, 64, 132)
+    out = _run_shell(inputs, names, "cpu", z_time_major, reverse=reverse, resets=resets)
+    assert seen == [(with_d, with_z, reverse)] and flips == []
+    monkeypatch.setattr(torch.Tensor, "flip", real_flip)
+    ref = _run_shell(inputs, names, "ref", z_time_major, reverse=reverse, resets=resets)
+    for name, a, b in zip(["y", "last_state", *names], ref, out):
+        assert_close(f"d{name}" if name not in ("y", "last_state") else name, a, b, 1e-4)
+    if with_z:  # dz comes back in z's layout, so it reaches a (b, L, E) projection uncopied
+        dz = out[2 + names.index("z")]
+        assert dz.is_contiguous()  # the leaf is (b, L, E) when z is time-major
+
+
+@pytest.mark.parametrize("openmp", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_kernel_threads_match_with_and_without_openmp(
+    openmp: bool,
+    reverse: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    assert_close: Callable[..., None],
+) -> None:
+    """The channel split over 2 threads (OpenMP, or Python threads when built without OpenMP)
+    with D, z, reverse and resets matches the reference."""
+    native = _native_or_skip()
+    if not openmp:
+        library = native._build(flag_sets=(["-O3", "-fopenmp-simd", "-fno-math-errno"],))
+        library.ss_openmp.restype = ctypes.c_int64
+        assert not library.ss_openmp()
+        cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
+        monkeypatch.setattr(native, "native_library", lambda: library)
+        monkeypatch.setattr(cpu, "native_library", lambda: library)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inputs, names = _shell_case(16, True, True, True)
+        kwargs = {"reverse": reverse, "resets": resets_at(2, 133, 3, 90)}
+        out = _run_shell(inputs, names, "cpu", True, **kwargs)
+        ref = _run_shell(inputs, names, "ref", True, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b in zip(["y", "last_state", *names], ref, out):
+        assert_close(name, a, b, 1e-4)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_kernel_no_grad_with_skip_gate_reverse(
+    reverse: bool, nan_poison: None, assert_close: Callable[..., None]
+) -> None:
+    """Under no_grad (no chunk states kept) the fused D / z / reverse output matches."""
+    _native_or_skip()
+    x = {k: v.detach() for k, v in make_inputs(2, 8, 16, 99, groups=2).items()}
+    args = [x[n] for n in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    kwargs = {"reverse": reverse, "resets": resets_at(2, 99, 10)}
+    with torch.no_grad():
+        y_ref, last_ref = selective_scan(*args, True, True, backend="ref", **kwargs)
+        y, last = selective_scan(*args, True, True, backend="cpu", **kwargs)
+    assert_close("y", y_ref, y, 1e-4)
+    assert_close("last", last_ref, last, 1e-4)
+
+
+def test_scan_with_core_gate_needs_fused_delta() -> None:
+    common = importlib.import_module("ssmkit.kernels.selective_scan.common")
+    x = {k: v.detach() for k, v in make_inputs(1, 4, 3, 6, groups=None).items()}
+    with pytest.raises(ValueError, match="fuses_gate=True needs fuses_delta=True"):
+        common.scan_with_core(
+            lambda *a: None, x["u"], x["delta"], x["A"], x["B"], x["C"], fuses_gate=True
+        )
