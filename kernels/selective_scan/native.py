@@ -181,16 +181,25 @@ static inline void backward_body(const float* u, const float* dt, const float* A
                                  const float* dlast, float* du, float* ddt, float* dA_part,
                                  float* dB_part, float* dC_part, float* dh0, float* dbias_part,
                                  float* dD_part, float* dz, int64_t dzsb, int64_t dzse,
-                                 int64_t dzsl, int64_t E, int64_t N, int64_t L, int64_t G,
+                                 int64_t dzsl,
+        int64_t dysb, int64_t dyse, int64_t dysl, int64_t E, int64_t N, int64_t L, int64_t G,
                                  int64_t chunk, int64_t p_begin, int64_t p_end) {
     int64_t per_group = E / G, n_chunks = (L + chunk - 1) / chunk;
-    float* work = (float*)malloc(sizeof(float) * (N * (2 * chunk + 3) + 5 * L));
+    float* work = (float*)malloc(sizeof(float) * (N * (2 * chunk + 3) + 6 * L));
     float *hs = work, *as = work + (chunk + 1) * N;
     float *carry = as + chunk * N, *dA = carry + N, *scratch = dA + N;
-    float *gy = scratch + L, *ycore = gy + L, *zs = ycore + L, *sgs = zs + L;
+    float *gy = scratch + L, *ycore = gy + L, *zs = ycore + L, *sgs = zs + L, *dys = sgs + L;
     for (int64_t p = p_begin; p < p_end; ++p) {
         int64_t b = p / E, e = p % E, g = e / per_group;
-        const float *up = u + p * L, *dyp = dy + p * L, *Ae = A + e * N;
+        const float *up = u + p * L, *Ae = A + e * N;
+        /* dy through its strides (a transposed view when y fed a (b, L, E) projection): gathered
+           once into scratch */
+        const float* dyp = dy + b * dysb + e * dyse;
+        if (dysl != 1) {
+            #pragma omp simd
+            for (int64_t t = 0; t < L; ++t) dys[t] = dyp[t * dysl];
+            dyp = dys;
+        }
         const float* dp = step_sizes(dt + p * L, dbias, softplus, e, L, scratch);
         const float *Bg = Bt + (b * G + g) * L * N, *Cg = Ct + (b * G + g) * L * N;
         float *dBg = dB_part + (b * G + g) * L * N, *dCg = dC_part + (b * G + g) * L * N;
@@ -297,7 +306,7 @@ static inline void backward_body(const float* u, const float* dt, const float* A
 #define BACKWARD_ARGS(NN)                                                                      \
     u, dt, A, Bt, Ct, keep, dbias, softplus, D, z, zsb, zse, zsl, rev, chunk_states, dy,     \
         dlast, du, ddt, dA_part, dB_part, dC_part, dh0, dbias_part, dD_part, dz, dzsb, dzse,  \
-        dzsl, E, NN, L, G, chunk
+        dzsl, dysb, dyse, dysl, E, NN, L, G, chunk
 
 void ss_forward(const float* u, const float* dt, const float* A, const float* Bt,
                 const float* Ct, const float* h0, const float* keep, const float* dbias,
@@ -314,7 +323,8 @@ void ss_backward(const float* u, const float* dt, const float* A, const float* B
                  int64_t rev, const float* chunk_states, const float* dy, const float* dlast,
                  float* du, float* ddt, float* dA_part, float* dB_part, float* dC_part,
                  float* dh0, float* dbias_part, float* dD_part, float* dz, int64_t dzsb,
-                 int64_t dzse, int64_t dzsl, int64_t E, int64_t N, int64_t L, int64_t G,
+                 int64_t dzse, int64_t dzsl,
+        int64_t dysb, int64_t dyse, int64_t dysl, int64_t E, int64_t N, int64_t L, int64_t G,
                  int64_t chunk, int64_t p_begin, int64_t p_end) {
     if (N == 16) backward_body(BACKWARD_ARGS(16), p_begin, p_end);
     else backward_body(BACKWARD_ARGS(N), p_begin, p_end);
@@ -357,7 +367,8 @@ void ss_backward_par(const float* u, const float* dt, const float* A, const floa
                      int64_t rev, const float* chunk_states, const float* dy, const float* dlast,
                      float* du, float* ddt, float* dA_part, float* dB_parts, float* dC_parts,
                      float* dh0, float* dbias_part, float* dD_part, float* dz, int64_t dzsb,
-                     int64_t dzse, int64_t dzsl, int64_t E, int64_t N, int64_t L, int64_t G,
+                     int64_t dzse, int64_t dzsl,
+        int64_t dysb, int64_t dyse, int64_t dysl, int64_t E, int64_t N, int64_t L, int64_t G,
                      int64_t chunk, int64_t P, int64_t part_size, int64_t nthreads) {
 #ifdef _OPENMP
     #pragma omp parallel num_threads((int)nthreads)
@@ -599,7 +610,9 @@ class NativeSelectiveScan(torch.autograd.Function):
         u, dt, A, Bt, Ct, keep, bias, D, z, chunk_states = ctx.saved_tensors
         batch, channels, length = u.shape
         groups, n_state = Bt.shape[1], A.shape[1]
-        dy, dlast = dy.contiguous(), dlast.contiguous()
+        # dy is read through its strides (transposed when y fed a (b, L, E) projection)
+        dy = dy if dy.stride(1) == 1 or dy.stride(2) == 1 else dy.contiguous()
+        dlast = dlast.contiguous()
         parts = _parts(batch * channels)
         du, ddt = torch.empty_like(u), torch.empty_like(dt)
         dA = torch.empty(batch, channels, n_state)
@@ -623,7 +636,7 @@ class NativeSelectiveScan(torch.autograd.Function):
             _ptr(dbias),
             _ptr(dD),
             _ptr(dz),
-            *map(ctypes.c_int64, (*_strides(dz), *dims)),
+            *map(ctypes.c_int64, (*_strides(dz), *dy.stride(), *dims)),
         ]
         if library.ss_openmp() and len(parts) > 1:  # split over the OpenMP pool inside
             library.ss_backward_par(

@@ -484,7 +484,9 @@ def _run_shell(
         backend=backend, **kwargs,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(1)
-    loss = (y * torch.randn(y.shape, generator=generator)).sum()
+    # time-major: y feeds the loss as (b, L, E), as it feeds out_proj, so dy is a transposed view
+    y_used = y.transpose(1, 2) if z_time_major else y
+    loss = (y_used * torch.randn(y_used.shape, generator=generator)).sum()
     loss = loss + (last * torch.randn(last.shape, generator=generator)).sum()
     return [y, last, *torch.autograd.grad(loss, [inputs[n] for n in names])]
 
