@@ -304,8 +304,10 @@ def test_unavailable_triton_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.skipif(
-    shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None,
-    reason="no C compiler: the cpu backend then runs its torch path (tested as cpu-torch)",
+    (shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None)
+    or os.environ.get("SSMKIT_NATIVE", "1") == "0",
+    reason="no C compiler or SSMKIT_NATIVE=0: the cpu backend then runs its torch path (tested "
+    "as cpu-torch)",
 )
 def test_native_kernel_builds_and_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     native = importlib.import_module("ssmkit.kernels.selective_scan.native")
