@@ -298,6 +298,296 @@ static inline void backward_body(const float* u, const float* dt, const float* A
     free(work);
 }
 
+/* Channel-vectorised scan for N = 16: VW channels of one batch row and B/C group advance together
+   (the SIMD lane is the channel, the 16 states are 16 vectors that stay in registers), so the
+   forward needs no horizontal sum per step and the exp runs on full vectors. Time series are
+   transposed into scan-ordered (L, VW) scratch first (which also applies reverse and any
+   strides of z and dy). Measured 1.6x (forward) and 1.5x (backward with D and z) over the
+   per-channel loops above at E = 128, L = 1000. */
+#define VW 16
+#define VN 16
+
+static inline float silu_grad_parts(float zv, float* silu) {
+    float sg = sigmoid_f(zv);
+    *silu = zv * sg;
+    return sg * (1.0f + zv * (1.0f - sg));
+}
+
+/* (b, E, L) element (b, e0 + j, t) at b * sb + (e0 + j) * se + t * sl -> scan-ordered (L, VW)
+   scratch (t = i, or L - 1 - i with reverse); j is the lane. */
+static inline void gather_strided(const float* src, int64_t sb, int64_t se, int64_t sl, int64_t b,
+                                  int64_t e0, int64_t L, int64_t reverse, float* dst) {
+    const float* base = src + b * sb + e0 * se;
+    for (int64_t i = 0; i < L; ++i) {
+        const float* at = base + (reverse ? L - 1 - i : i) * sl;
+        for (int64_t j = 0; j < VW; ++j) dst[i * VW + j] = at[j * se];
+    }
+}
+
+static inline void scatter_strided(const float* src, int64_t sb, int64_t se, int64_t sl,
+                                   int64_t b, int64_t e0, int64_t L, int64_t reverse, float* dst) {
+    float* base = dst + b * sb + e0 * se;
+    for (int64_t i = 0; i < L; ++i) {
+        float* at = base + (reverse ? L - 1 - i : i) * sl;
+        for (int64_t j = 0; j < VW; ++j) at[j * se] = src[i * VW + j];
+    }
+}
+
+/* contiguous (b, E, L) rows p0..p0+VW-1 -> scan-ordered (L, VW) scratch. */
+static inline void gather_rows(const float* src, int64_t p0, int64_t L, int64_t reverse,
+                               float* dst) {
+    for (int64_t j = 0; j < VW; ++j) {
+        const float* row = src + (p0 + j) * L;
+        if (reverse)
+            for (int64_t i = 0; i < L; ++i) dst[i * VW + j] = row[L - 1 - i];
+        else
+            for (int64_t i = 0; i < L; ++i) dst[i * VW + j] = row[i];
+    }
+}
+
+static inline void scatter_rows(const float* src, int64_t p0, int64_t L, int64_t reverse,
+                                float* dst) {
+    for (int64_t j = 0; j < VW; ++j) {
+        float* row = dst + (p0 + j) * L;
+        if (reverse)
+            for (int64_t i = 0; i < L; ++i) row[L - 1 - i] = src[i * VW + j];
+        else
+            for (int64_t i = 0; i < L; ++i) row[i] = src[i * VW + j];
+    }
+}
+
+/* step sizes in place: ds = softplus(ds + bias) (or + bias) per lane */
+static inline void vec_step_sizes(float* ds, const float* dbias, int64_t softplus, int64_t e0,
+                                  int64_t L) {
+    if (!dbias && !softplus) return;
+    float bb[VW];
+    for (int64_t j = 0; j < VW; ++j) bb[j] = dbias ? dbias[e0 + j] : 0.0f;
+    for (int64_t i = 0; i < L; ++i) {
+        float* row = ds + i * VW;
+        if (softplus) {
+            #pragma omp simd
+            for (int64_t j = 0; j < VW; ++j) row[j] = softplus_f(row[j] + bb[j]);
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < VW; ++j) row[j] = row[j] + bb[j];
+        }
+    }
+}
+
+/* work: 3 L VW floats */
+static void vec_forward_block(const float* u, const float* dt, const float* A, const float* Bt,
+                              const float* Ct, const float* h0, const float* keep,
+                              const float* dbias, int64_t softplus, const float* D,
+                              const float* z, int64_t zsb, int64_t zse, int64_t zsl,
+                              int64_t reverse, float* y, float* last,
+                              float* chunk_states, int64_t E, int64_t L, int64_t G,
+                              int64_t chunk, int64_t p0, float* work) {
+    int64_t b = p0 / E, e0 = p0 % E, g = e0 / (E / G), n_chunks = (L + chunk - 1) / chunk;
+    float *us = work, *ds = work + L * VW, *ys = work + 2 * L * VW;
+    gather_rows(u, p0, L, reverse, us);
+    gather_rows(dt, p0, L, reverse, ds);
+    vec_step_sizes(ds, dbias, softplus, e0, L);
+    float At[VN][VW], h[VN][VW], Dv[VW];
+    for (int64_t n = 0; n < VN; ++n)
+        for (int64_t j = 0; j < VW; ++j) {
+            At[n][j] = A[(e0 + j) * VN + n];
+            h[n][j] = h0 ? h0[(p0 + j) * VN + n] : 0.0f;
+        }
+    for (int64_t j = 0; j < VW; ++j) Dv[j] = D ? D[e0 + j] : 0.0f;
+    const float *Bg = Bt + (b * G + g) * L * VN, *Cg = Ct + (b * G + g) * L * VN;
+    const float* kb = keep ? keep + b * L : 0;
+    for (int64_t i = 0, saved = 0; i < L; ++i) {
+        int64_t t = reverse ? L - 1 - i : i;
+        if (chunk_states && i == saved * chunk) {
+            for (int64_t j = 0; j < VW; ++j)
+                for (int64_t n = 0; n < VN; ++n)
+                    chunk_states[((p0 + j) * n_chunks + saved) * VN + n] = h[n][j];
+            ++saved;
+        }
+        const float k = kb ? kb[t] : 1.0f;
+        const float *Bp = Bg + t * VN, *Cp = Cg + t * VN, *ui = us + i * VW, *di = ds + i * VW;
+        float x[VW], acc[VW];
+        #pragma omp simd
+        for (int64_t j = 0; j < VW; ++j) {
+            x[j] = di[j] * ui[j];
+            acc[j] = Dv[j] * ui[j];
+        }
+        for (int64_t n = 0; n < VN; ++n) {
+            const float bn = Bp[n], cn = Cp[n];
+            #pragma omp simd
+            for (int64_t j = 0; j < VW; ++j) {
+                float hn = k * fast_exp(di[j] * At[n][j]) * h[n][j] + x[j] * bn;
+                h[n][j] = hn;
+                acc[j] += cn * hn;
+            }
+        }
+        #pragma omp simd
+        for (int64_t j = 0; j < VW; ++j) ys[i * VW + j] = acc[j];
+    }
+    for (int64_t j = 0; j < VW; ++j)
+        for (int64_t n = 0; n < VN; ++n) last[(p0 + j) * VN + n] = h[n][j];
+    if (z) {
+        float* zs = us; /* us is no longer needed */
+        gather_strided(z, zsb, zse, zsl, b, e0, L, reverse, zs);
+        #pragma omp simd
+        for (int64_t i = 0; i < L * VW; ++i) {
+            float s;
+            silu_grad_parts(zs[i], &s);
+            ys[i] *= s;
+        }
+    }
+    scatter_rows(ys, p0, L, reverse, y);
+}
+
+/* work: 6 L VW + (2 chunk + 1) VN VW floats */
+static void vec_backward_block(const float* u, const float* dt, const float* A, const float* Bt,
+                               const float* Ct, const float* keep, const float* dbias,
+                               int64_t softplus, const float* D, const float* z,
+                               int64_t zsb, int64_t zse, int64_t zsl, int64_t reverse,
+                               const float* chunk_states, const float* dy, const float* dlast,
+                               float* du, float* ddt, float* dA_part, float* dB_part,
+                               float* dC_part, float* dh0, float* dbias_part, float* dD_part,
+                               float* dz, int64_t dzsb, int64_t dzse, int64_t dzsl, int64_t dysb,
+                               int64_t dyse, int64_t dysl, int64_t E, int64_t L, int64_t G,
+                               int64_t chunk, int64_t p0, float* work) {
+    int64_t b = p0 / E, e0 = p0 % E, g = e0 / (E / G), n_chunks = (L + chunk - 1) / chunk;
+    float *us = work, *ds = us + L * VW, *dys = ds + L * VW, *zs = dys + L * VW;
+    float *dus = zs + L * VW, *ddts = dus + L * VW;
+    float *hs = ddts + L * VW, *as = hs + (chunk + 1) * VN * VW;
+    gather_rows(u, p0, L, reverse, us);
+    gather_rows(dt, p0, L, reverse, ds);
+    vec_step_sizes(ds, dbias, softplus, e0, L);
+    gather_strided(dy, dysb, dyse, dysl, b, e0, L, reverse, dys);
+    if (z) gather_strided(z, zsb, zse, zsl, b, e0, L, reverse, zs);
+    float At[VN][VW], carry[VN][VW], dAacc[VN][VW], Dv[VW], dDacc[VW];
+    for (int64_t n = 0; n < VN; ++n)
+        for (int64_t j = 0; j < VW; ++j) {
+            At[n][j] = A[(e0 + j) * VN + n];
+            carry[n][j] = dlast[(p0 + j) * VN + n];
+            dAacc[n][j] = 0.0f;
+        }
+    for (int64_t j = 0; j < VW; ++j) {
+        Dv[j] = D ? D[e0 + j] : 0.0f;
+        dDacc[j] = 0.0f;
+    }
+    const float *Bg = Bt + (b * G + g) * L * VN, *Cg = Ct + (b * G + g) * L * VN;
+    float *dBg = dB_part + (b * G + g) * L * VN, *dCg = dC_part + (b * G + g) * L * VN;
+    const float* kb = keep ? keep + b * L : 0;
+    for (int64_t c = n_chunks - 1; c >= 0; --c) {
+        int64_t start = c * chunk, stop = start + chunk < L ? start + chunk : L;
+        for (int64_t j = 0; j < VW; ++j)
+            for (int64_t n = 0; n < VN; ++n)
+                hs[n * VW + j] = chunk_states[((p0 + j) * n_chunks + c) * VN + n];
+        for (int64_t ii = 0; ii < stop - start; ++ii) {
+            int64_t i = start + ii, t = reverse ? L - 1 - i : i;
+            const float k = kb ? kb[t] : 1.0f;
+            const float *Bp = Bg + t * VN, *ui = us + i * VW, *di = ds + i * VW;
+            const float* hp = hs + ii * VN * VW;
+            float *hn = hs + (ii + 1) * VN * VW, *an = as + ii * VN * VW;
+            for (int64_t n = 0; n < VN; ++n) {
+                const float bn = Bp[n];
+                #pragma omp simd
+                for (int64_t j = 0; j < VW; ++j) {
+                    float a = k * fast_exp(di[j] * At[n][j]);
+                    an[n * VW + j] = a;
+                    hn[n * VW + j] = a * hp[n * VW + j] + di[j] * ui[j] * bn;
+                }
+            }
+        }
+        for (int64_t ii = stop - start - 1; ii >= 0; --ii) {
+            int64_t i = start + ii, t = reverse ? L - 1 - i : i;
+            const float *Bp = Bg + t * VN, *Cp = Cg + t * VN;
+            const float *ui = us + i * VW, *di = ds + i * VW;
+            const float *hp = hs + ii * VN * VW, *hc = hs + (ii + 1) * VN * VW;
+            const float* an = as + ii * VN * VW;
+            float dyp[VW], x[VW], s[VW], sa[VW];
+            if (z) {
+                float* zi = zs + i * VW; /* becomes dz */
+                float ypre[VW];
+                #pragma omp simd
+                for (int64_t j = 0; j < VW; ++j) ypre[j] = Dv[j] * ui[j];
+                for (int64_t n = 0; n < VN; ++n) {
+                    const float cn = Cp[n];
+                    #pragma omp simd
+                    for (int64_t j = 0; j < VW; ++j) ypre[j] += cn * hc[n * VW + j];
+                }
+                #pragma omp simd
+                for (int64_t j = 0; j < VW; ++j) {
+                    float sl, dsl = silu_grad_parts(zi[j], &sl);
+                    float d0 = dys[i * VW + j];
+                    zi[j] = d0 * ypre[j] * dsl;
+                    dyp[j] = d0 * sl;
+                }
+            } else {
+                #pragma omp simd
+                for (int64_t j = 0; j < VW; ++j) dyp[j] = dys[i * VW + j];
+            }
+            #pragma omp simd
+            for (int64_t j = 0; j < VW; ++j) {
+                x[j] = di[j] * ui[j];
+                s[j] = 0.0f;
+                sa[j] = 0.0f;
+            }
+            float* dBp = dBg + t * VN;
+            float* dCp = dCg + t * VN;
+            for (int64_t n = 0; n < VN; ++n) {
+                const float bn = Bp[n], cn = Cp[n];
+                float sb = 0.0f, sc = 0.0f;
+                #pragma omp simd reduction(+:sb, sc)
+                for (int64_t j = 0; j < VW; ++j) {
+                    float gn = carry[n][j] + dyp[j] * cn;
+                    sc += dyp[j] * hc[n * VW + j];
+                    sb += gn * x[j];
+                    s[j] += gn * bn;
+                    float xn = gn * hp[n * VW + j] * an[n * VW + j];
+                    dAacc[n][j] += xn * di[j];
+                    sa[j] += xn * At[n][j];
+                    carry[n][j] = an[n * VW + j] * gn;
+                }
+                dBp[n] += sb;
+                dCp[n] += sc;
+            }
+            #pragma omp simd
+            for (int64_t j = 0; j < VW; ++j) {
+                ddts[i * VW + j] = sa[j] + s[j] * ui[j];
+                dus[i * VW + j] = s[j] * di[j] + dyp[j] * Dv[j];
+                dDacc[j] += dyp[j] * ui[j];
+            }
+        }
+    }
+    for (int64_t j = 0; j < VW; ++j) {
+        for (int64_t n = 0; n < VN; ++n) {
+            dh0[(p0 + j) * VN + n] = carry[n][j];
+            dA_part[(p0 + j) * VN + n] = dAacc[n][j];
+        }
+        if (dD_part) dD_part[p0 + j] = dDacc[j];
+    }
+    scatter_rows(dus, p0, L, reverse, du);
+    if (z) scatter_strided(zs, dzsb, dzse, dzsl, b, e0, L, reverse, dz);
+    /* chain rule through dt + bias and the softplus (lanes = channels), and the bias gradient */
+    if (dbias || softplus) {
+        float* raw = us; /* u is no longer needed */
+        gather_rows(dt, p0, L, reverse, raw);
+        float bb[VW], sum[VW];
+        for (int64_t j = 0; j < VW; ++j) {
+            bb[j] = dbias ? dbias[e0 + j] : 0.0f;
+            sum[j] = 0.0f;
+        }
+        for (int64_t i = 0; i < L; ++i) {
+            float *gi = ddts + i * VW, *ri = raw + i * VW;
+            if (softplus) {
+                #pragma omp simd
+                for (int64_t j = 0; j < VW; ++j) gi[j] *= sigmoid_f(ri[j] + bb[j]);
+            }
+            #pragma omp simd
+            for (int64_t j = 0; j < VW; ++j) sum[j] += gi[j];
+        }
+        for (int64_t j = 0; j < VW; ++j) dbias_part[p0 + j] = sum[j];
+    }
+    scatter_rows(ddts, p0, L, reverse, ddt);
+}
+
+
 /* Entry points. N = 16 (Mamba's default) gets a copy with a compile-time N: no remainder loop
    and a fixed-width reduction, measured ~20% faster. */
 #define FORWARD_ARGS(NN)                                                                       \
@@ -313,8 +603,27 @@ void ss_forward(const float* u, const float* dt, const float* A, const float* Bt
                 int64_t softplus, const float* D, const float* z, int64_t zsb, int64_t zse,
                 int64_t zsl, int64_t rev, float* y, float* last, float* chunk_states, int64_t E,
                 int64_t N, int64_t L, int64_t G, int64_t chunk, int64_t p_begin, int64_t p_end) {
-    if (N == 16) forward_body(FORWARD_ARGS(16), p_begin, p_end);
-    else forward_body(FORWARD_ARGS(N), p_begin, p_end);
+    if (N != VN || (E / G) % VW) {
+        if (N == 16) forward_body(FORWARD_ARGS(16), p_begin, p_end);
+        else forward_body(FORWARD_ARGS(N), p_begin, p_end);
+        return;
+    }
+    /* whole aligned blocks of VW channels go to the vectorised kernel, the edges of this range
+       channel by channel */
+    float* work = NULL;
+    for (int64_t p = p_begin; p < p_end;) {
+        if (p % VW == 0 && p + VW <= p_end) {
+            if (!work) work = (float*)malloc(sizeof(float) * 3 * L * VW);
+            vec_forward_block(u, dt, A, Bt, Ct, h0, keep, dbias, softplus, D, z, zsb, zse, zsl,
+                              rev, y, last, chunk_states, E, L, G, chunk, p, work);
+            p += VW;
+        } else {
+            int64_t next = (p / VW + 1) * VW < p_end ? (p / VW + 1) * VW : p_end;
+            forward_body(FORWARD_ARGS(16), p, next);
+            p = next;
+        }
+    }
+    free(work);
 }
 
 void ss_backward(const float* u, const float* dt, const float* A, const float* Bt,
@@ -326,8 +635,28 @@ void ss_backward(const float* u, const float* dt, const float* A, const float* B
                  int64_t dzse, int64_t dzsl,
         int64_t dysb, int64_t dyse, int64_t dysl, int64_t E, int64_t N, int64_t L, int64_t G,
                  int64_t chunk, int64_t p_begin, int64_t p_end) {
-    if (N == 16) backward_body(BACKWARD_ARGS(16), p_begin, p_end);
-    else backward_body(BACKWARD_ARGS(N), p_begin, p_end);
+    if (N != VN || (E / G) % VW) {
+        if (N == 16) backward_body(BACKWARD_ARGS(16), p_begin, p_end);
+        else backward_body(BACKWARD_ARGS(N), p_begin, p_end);
+        return;
+    }
+    float* work = NULL;
+    for (int64_t p = p_begin; p < p_end;) {
+        if (p % VW == 0 && p + VW <= p_end) {
+            if (!work)
+                work = (float*)malloc(sizeof(float) * (6 * L * VW + (2 * chunk + 1) * VN * VW));
+            vec_backward_block(u, dt, A, Bt, Ct, keep, dbias, softplus, D, z, zsb, zse, zsl, rev,
+                               chunk_states, dy, dlast, du, ddt, dA_part, dB_part, dC_part, dh0,
+                               dbias_part, dD_part, dz, dzsb, dzse, dzsl, dysb, dyse, dysl, E, L,
+                               G, chunk, p, work);
+            p += VW;
+        } else {
+            int64_t next = (p / VW + 1) * VW < p_end ? (p / VW + 1) * VW : p_end;
+            backward_body(BACKWARD_ARGS(16), p, next);
+            p = next;
+        }
+    }
+    free(work);
 }
 
 /* The same over channels [0, P) on nthreads OpenMP threads (thread i accumulates B/C gradients in

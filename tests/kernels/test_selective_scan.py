@@ -457,11 +457,12 @@ def _native_or_skip() -> object:
 
 
 def _shell_case(
-    n_state: int, with_d: bool, with_z: bool, z_time_major: bool
+    n_state: int, with_d: bool, with_z: bool, z_time_major: bool, channels: int = 6
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Inputs at an odd length (not a multiple of the 64-step chunk), grouped B/C; z either a
-    transposed view of a (b, L, E) tensor (as Mamba's in_proj gives it) or contiguous."""
-    inputs = make_inputs(2, 6, n_state, 133, groups=3)
+    """Inputs at an odd length (not a multiple of the 64-step chunk), grouped B/C (3 groups); z
+    either a transposed view of a (b, L, E) tensor (as Mamba's in_proj gives it) or contiguous.
+    ``channels=48`` (16 per group) with N = 16 runs the channel-vectorised kernel."""
+    inputs = make_inputs(2, channels, n_state, 133, groups=3)
     if z_time_major:
         inputs["z"] = inputs["z"].detach().transpose(1, 2).contiguous().requires_grad_()
     names = [n for n in GRAD_NAMES if (with_d or n != "D") and (with_z or n != "z")]
@@ -493,13 +494,14 @@ def _run_shell(
     return [y, last, *torch.autograd.grad(loss, [inputs[n] for n in names])]
 
 
-@pytest.mark.parametrize("n_state", [16, 5])
+@pytest.mark.parametrize("n_state,channels", [(16, 6), (5, 6), (16, 48)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize(
     "with_d,with_z", [(True, True), (True, False), (False, True), (False, False)]
 )
 def test_native_kernel_fuses_skip_gate_and_reverse(
     n_state: int,
+    channels: int,
     reverse: bool,
     with_d: bool,
     with_z: bool,
@@ -509,7 +511,8 @@ def test_native_kernel_fuses_skip_gate_and_reverse(
     """The native kernel applies D, the z gate and reverse itself (no torch shell, no flips):
     outputs, last state and every gradient (u, delta, A, B, C, D, z, delta_bias, initial state)
     match the flip-based reference, with resets (incl. at both ends), for N = 16 (specialised
-    copy) and N = 5, z contiguous or read through a transposed view."""
+    copy) and N = 5, z contiguous or read through a transposed view; 48 channels with N = 16 take
+    the channel-vectorised kernel (blocks of 16 channels)."""
     _native_or_skip()
     cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
     seen = []
@@ -525,7 +528,7 @@ def test_native_kernel_fuses_skip_gate_and_reverse(
     real_flip = torch.Tensor.flip
     monkeypatch.setattr(torch.Tensor, "flip", lambda t, *d: flips.append(1) or real_flip(t, *d))
     z_time_major = n_state == 16
-    inputs, names = _shell_case(n_state, with_d, with_z, z_time_major)
+    inputs, names = _shell_case(n_state, with_d, with_z, z_time_major, channels)
     resets = resets_at(2, 133, 0, 50, 64, 132)
     out = _run_shell(inputs, names, "cpu", z_time_major, reverse=reverse, resets=resets)
     assert seen == [(with_d, with_z, reverse)] and flips == []
@@ -540,14 +543,18 @@ def test_native_kernel_fuses_skip_gate_and_reverse(
 
 @pytest.mark.parametrize("openmp", [True, False])
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("channels", [6, 48])
 def test_native_kernel_threads_match_with_and_without_openmp(
     openmp: bool,
     reverse: bool,
+    channels: int,
     monkeypatch: pytest.MonkeyPatch,
     assert_close: Callable[..., None],
 ) -> None:
     """The channel split over 2 threads (OpenMP, or Python threads when built without OpenMP)
-    with D, z, reverse and resets matches the reference."""
+    with D, z, reverse and resets matches the reference. With 48 channels in one group (N = 16)
+    the vectorised kernel takes whole blocks of 16 and the per-channel loop the rest: 3 x 48 =
+    144 channels split at 72, so each thread's range has ragged edges."""
     native = _native_or_skip()
     if not openmp:
         library = native._build(flag_sets=(["-O3", "-fopenmp-simd", "-fno-math-errno"],))
@@ -559,8 +566,14 @@ def test_native_kernel_threads_match_with_and_without_openmp(
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        inputs, names = _shell_case(16, True, True, True)
-        kwargs = {"reverse": reverse, "resets": resets_at(2, 133, 3, 90)}
+        if channels == 6:
+            inputs, names = _shell_case(16, True, True, True)
+        else:
+            inputs = make_inputs(3, channels, 16, 133, groups=None)
+            inputs["z"] = inputs["z"].detach().transpose(1, 2).contiguous().requires_grad_()
+            names = list(GRAD_NAMES)
+        batch = inputs["u"].shape[0]
+        kwargs = {"reverse": reverse, "resets": resets_at(batch, 133, 3, 90)}
         out = _run_shell(inputs, names, "cpu", True, **kwargs)
         ref = _run_shell(inputs, names, "ref", True, **kwargs)
     finally:
@@ -570,12 +583,14 @@ def test_native_kernel_threads_match_with_and_without_openmp(
 
 
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("channels", [40, 64])
 def test_native_kernel_no_grad_with_skip_gate_reverse(
-    reverse: bool, nan_poison: None, assert_close: Callable[..., None]
+    reverse: bool, channels: int, nan_poison: None, assert_close: Callable[..., None]
 ) -> None:
-    """Under no_grad (no chunk states kept) the fused D / z / reverse output matches."""
+    """Under no_grad (no chunk states kept) the fused D / z / reverse output matches (40
+    channels in 2 groups: the per-channel loop; 64 in 2 groups: the vectorised blocks)."""
     _native_or_skip()
-    x = {k: v.detach() for k, v in make_inputs(2, 8, 16, 99, groups=2).items()}
+    x = {k: v.detach() for k, v in make_inputs(2, channels, 16, 99, groups=2).items()}
     args = [x[n] for n in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     kwargs = {"reverse": reverse, "resets": resets_at(2, 99, 10)}
     with torch.no_grad():
