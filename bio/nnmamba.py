@@ -61,11 +61,13 @@ class FlipMambaLayer(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             tokens = x.float().flatten(2).transpose(1, 2)  # (B, L, C)
             mixed = torch.zeros_like(tokens)
-            for dims in ((), (1,), (2,), (1, 2)):  # none, tokens, channels, both
-                if dims:
-                    mixed = mixed + self.mamba(tokens.flip(dims)).flip(dims)
-                else:
-                    mixed = mixed + self.mamba(tokens)
+            # the four orders: as is, tokens reversed, channels reversed, both; a reversed token
+            # order is Mamba's reverse scan (no flipped copies of the sequence)
+            for flip_channels in (False, True):
+                seq = tokens.flip(2) if flip_channels else tokens
+                for reverse in (False, True):
+                    out = self.mamba(seq, reverse=reverse)
+                    mixed = mixed + (out.flip(2) if flip_channels else out)
             # contiguous(): a channels-last view must not reach the convolutions (oneDNN crash,
             # see tests/bio/test_onednn_regression.py).
             y = (mixed / 4).transpose(1, 2).reshape(shape).contiguous()
