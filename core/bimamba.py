@@ -28,6 +28,7 @@ from ssmkit.core.mamba import (
     anticausal_conv1d,
     can_fuse,
     causal_conv1d,
+    channels_first_in_proj,
     fused_in_proj,
     fused_inner,
     inference_workspace,
@@ -53,22 +54,6 @@ def reverse_resets(resets: torch.Tensor) -> torch.Tensor:
     ends = torch.zeros_like(resets)
     ends[:, :-1] = resets[:, 1:]
     return ends.flip(1)
-
-
-def _channels_first_in_proj(
-    in_proj: nn.Linear, x: torch.Tensor, d_inner: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``in_proj`` as two products ``W_x x^T`` and ``W_z x^T``: ``(B, L, D)`` -> x and z, each a
-    contiguous ``(B, E, L)`` (what the conv and the scan read best; one ``(B, L, 2E)`` output would
-    reach them as strided views)."""
-    weight = in_proj.weight
-    bias = in_proj.bias
-    xt = x.transpose(1, 2)  # (B, D, L) view
-    parts = []
-    for rows in (slice(0, d_inner), slice(d_inner, 2 * d_inner)):
-        part = torch.matmul(weight[rows], xt)
-        parts.append(part if bias is None else part + bias[rows, None].to(part.dtype))
-    return parts[0], parts[1]
 
 
 def _merge(y_f: torch.Tensor, y_b: torch.Tensor, merge: str, dim: int) -> torch.Tensor:
@@ -234,7 +219,7 @@ class BiMamba(nn.Module):
             else:
                 y_b = self.mamba_bwd(x.flip(1), mask=mask_b, resets=resets_b).flip(1)
             return _merge(y_f, y_b, self.merge, dim=-1)
-        xi, z = _channels_first_in_proj(self.in_proj, x, self.d_inner)
+        xi, z = channels_first_in_proj(self.in_proj, x, self.d_inner)
         y_f = self._direction(xi, z, mask, resets, backward=False)
         if mask is None and resets is None:  # reverse conv and scan: nothing is flipped
             y_b = self._direction(xi, z, None, None, backward=True, reverse=True)

@@ -32,7 +32,13 @@ from ssmkit.core.state import (
 from ssmkit.kernels._dispatch import resolve_backend
 from ssmkit.kernels.selective_scan import fused_available, mamba_inner_inference
 
-__all__ = ["Mamba", "anticausal_conv1d", "causal_conv1d", "selective_ssm"]
+__all__ = [
+    "Mamba",
+    "anticausal_conv1d",
+    "causal_conv1d",
+    "channels_first_in_proj",
+    "selective_ssm",
+]
 
 
 def causal_conv1d(
@@ -127,6 +133,22 @@ def causal_conv1d(
         same = episode.gather(1, src) == episode[:, -1:]
         new_prefix = new_prefix * same[:, None, :].to(x.dtype)
     return y, new_prefix
+
+
+def channels_first_in_proj(
+    in_proj: nn.Linear, x: torch.Tensor, d_inner: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``in_proj`` as two products ``W_x x^T`` and ``W_z x^T``: ``(B, L, D)`` -> x and z, each a
+    contiguous ``(B, E, L)`` (what the conv and the scan read best; one ``(B, L, 2E)`` output would
+    reach them as strided views)."""
+    weight = in_proj.weight
+    bias = in_proj.bias
+    xt = x.transpose(1, 2)  # (B, D, L) view
+    parts = []
+    for rows in (slice(0, d_inner), slice(d_inner, 2 * d_inner)):
+        part = torch.matmul(weight[rows], xt)
+        parts.append(part if bias is None else part + bias[rows, None].to(part.dtype))
+    return parts[0], parts[1]
 
 
 def anticausal_conv1d(
@@ -539,16 +561,14 @@ class Mamba(nn.Module):
         if plain and can_fuse(x, self):
             return self.forward_fused(x, reverse=reverse)
         if reverse:
-            xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
-            xi, z = xz.chunk(2, dim=1)
+            xi, z = channels_first_in_proj(self.in_proj, x, self.d_inner)
             u = F.silu(anticausal_conv1d(xi, self.conv1d.weight, self.conv1d.bias))
             y, _ = selective_ssm(
                 u, z, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, self.A_log,
                 self.D, reverse=True,
             )  # fmt: skip
             return self.out_proj(y.transpose(1, 2))
-        xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
-        xi, z = xz.chunk(2, dim=1)
+        xi, z = channels_first_in_proj(self.in_proj, x, self.d_inner)  # (B, E, L) each
         conv, conv_state = causal_conv1d(
             xi,
             self.conv1d.weight,
