@@ -437,15 +437,7 @@ def test_native_kernel_without_openmp_matches(
 ) -> None:
     """Built without OpenMP, the native kernel splits channels over Python threads instead: same
     outputs and gradients."""
-    native = importlib.import_module("ssmkit.kernels.selective_scan.native")
-    if native.native_library() is None:
-        pytest.skip("no C compiler: the native kernel is not built")
-    library = native._build(flag_sets=(["-O3", "-fopenmp-simd", "-fno-math-errno"],))
-    library.ss_openmp.restype = ctypes.c_int64
-    assert not library.ss_openmp()
-    cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
-    monkeypatch.setattr(native, "native_library", lambda: library)
-    monkeypatch.setattr(cpu, "native_library", lambda: library)
+    _use_kernel_without_openmp(_native_or_skip(), monkeypatch)
     check_against_reference(assert_close, make_inputs(2, 8, 16, 70, groups=2), "cpu")
 
 
@@ -454,6 +446,16 @@ def _native_or_skip() -> object:
     if native.native_library() is None:
         pytest.skip("no C compiler: the native kernel is not built")
     return native
+
+
+def _use_kernel_without_openmp(native: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build the kernel without OpenMP (channels then split over Python threads) and use it."""
+    library = native._build(flag_sets=(["-O3", "-fopenmp-simd", "-fno-math-errno"],))
+    library.ss_openmp.restype = ctypes.c_int64
+    assert not library.ss_openmp()
+    cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
+    monkeypatch.setattr(native, "native_library", lambda: library)
+    monkeypatch.setattr(cpu, "native_library", lambda: library)
 
 
 def _shell_case(
@@ -557,12 +559,7 @@ def test_native_kernel_threads_match_with_and_without_openmp(
     144 channels split at 72, so each thread's range has ragged edges."""
     native = _native_or_skip()
     if not openmp:
-        library = native._build(flag_sets=(["-O3", "-fopenmp-simd", "-fno-math-errno"],))
-        library.ss_openmp.restype = ctypes.c_int64
-        assert not library.ss_openmp()
-        cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")
-        monkeypatch.setattr(native, "native_library", lambda: library)
-        monkeypatch.setattr(cpu, "native_library", lambda: library)
+        _use_kernel_without_openmp(native, monkeypatch)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
