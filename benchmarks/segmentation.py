@@ -114,11 +114,11 @@ def train_for_budget(name: str, spatial_dims: int, data: dict, args: argparse.Na
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         warm(images[:2].to(device)).float().sum().backward()
     del warm
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     net = build(name, spatial_dims, args.width).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(args.seed)
     # The budget is process CPU time on CPU (robust to other jobs sharing the cores), wall time
     # on CUDA (where the host CPU is idle while kernels run).
     clock = time.perf_counter if device.type == "cuda" else time.process_time
@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> str:
         type=float,
         default=0.0,
         help="CPU cost cells: fail cleanly past this growth (GiB) instead of meeting the OOM killer",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="initialisation and batch-order seed (same data)"
     )
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
