@@ -185,7 +185,10 @@ class NNMamba(nn.Module):
         y = skips.pop()
         for block in self.decoder:
             y = block(torch.cat([self._up(y), skips.pop()], dim=1))
-        return self.head(self._up(y))
+        # head(up(y)) == up(head(y)): the 1x1 head and the interpolation are both linear and the
+        # interpolation weights sum to 1, so the head runs first, on 1/8 of the voxels, and only
+        # out_channels maps (not `channels`) are upsampled to full size.
+        return self._up(self.head(y))
 
 
 @register_model(

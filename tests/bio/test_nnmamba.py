@@ -21,6 +21,21 @@ def test_shapes(shape: tuple[int, ...]) -> None:
     assert y.shape == (shape[0], 3, *shape[2:]) and torch.isfinite(y).all()
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_head_before_the_last_upsampling_equals_the_paper_order(dims: int) -> None:
+    """The network runs its 1x1 head before the final x2 interpolation; that must equal the
+    paper's order (upsample the decoder features, then the head), bias included."""
+    net = NNMamba(dims, 1, 3, **TINY).eval()
+    torch.nn.init.normal_(net.head.bias)
+    features = {}
+    net.head.register_forward_hook(lambda m, args, out: features.update(y=args[0]))
+    x = torch.randn(2, 1, *([32] * dims))
+    with torch.no_grad():
+        out = net(x)
+        paper = net.head(net._up(features["y"]))
+    assert torch.allclose(out, paper, atol=1e-5), (out - paper).abs().max()
+
+
 def test_one_mamba_shared_per_stage_and_every_parameter_gets_a_gradient() -> None:
     net = NNMamba(3, 1, 2, channels=4, blocks=3, d_state=4)
     for stage in net.stages:
