@@ -117,7 +117,9 @@ class NNMamba(nn.Module):
     A stride-2 conv-BN-ReLU stem, three residual stages (each halves the size and doubles the
     width; the first block is strided, the other ``blocks - 1`` blocks add the stage's single,
     shared :class:`FlipMambaLayer`), and a decoder that upsamples (trilinear / bilinear), concatenates
-    the skip and applies two conv-BN-ReLU, ending with a final upsampling and a 1x1 head.
+    the skip and applies two conv-BN-ReLU, ending with a final upsampling and a 1x1 head (run in
+    the equivalent order head-then-upsampling, which interpolates ``out_channels`` maps instead
+    of ``channels``).
 
     Args:
         spatial_dims: 3 (the paper) or 2.
