@@ -4,10 +4,10 @@
    demo mixtures (expected 16.76 and 9.40 dB).
 2. Training at equal budget: Mamba-TasNet, DPMamba, SPMamba and torchaudio's Conv-TasNet train
    on the espeak-ng corpus (``python -m ssmkit.audio.espeak_corpus``; dynamic mixing of the
-   training speakers, 1 s segments) for the same number of single-thread CPU seconds each (process CPU
-   time, so the runs in parallel are fair even on a shared machine). SI-SNRi / SDRi on the
-   held-out mixtures of unseen speakers, and on the Echo2Mix demo (real reverberant speech, out of
-   domain; resampled 16 -> 8 kHz).
+   training speakers, 1 s segments) for the same number of single-thread CPU seconds each
+   (process CPU time, so the runs in parallel are fair even on a shared machine). SI-SNRi / SDRi
+   on the held-out mixtures of unseen speakers, and on the Echo2Mix demo (real reverberant
+   speech, out of domain; resampled 16 -> 8 kHz).
 3. Inference throughput (seconds of audio per second, wall and CPU) and peak memory (RSS the
    forward adds) at 10 s and 60 s, published XS sizes vs Conv-TasNet, one fresh process per cell.
 
