@@ -450,7 +450,12 @@ def profile_section(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 CPU-minute budgets, 10 s only")
-    parser.add_argument("--corpus", type=Path, default=Path("/work/data/espeak8k"))
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path("data/espeak8k"),
+        help="espeak-ng corpus (python -m ssmkit.audio.espeak_corpus DIR); default data/espeak8k",
+    )
     parser.add_argument("--runs", type=Path, default=None, help="checkpoints (default: temp)")
     parser.add_argument("--budget-min", type=float, default=12.0, help="CPU minutes per model")
     parser.add_argument("--seed", type=int, default=0)
