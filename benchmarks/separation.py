@@ -240,6 +240,13 @@ def echo2mix_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def training_table(runs: Path, corpus: Path, limit: int | None) -> list[str]:
     """Evaluate the checkpoints, one single-thread process each, in parallel."""
+    missing = [label for label in TRAIN_MODELS if not (runs / f"{slug(label)}.pt").exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{runs} has no checkpoint for {missing} (runs from before a model joined the"
+            " benchmark lack it); train it with --train-one LABEL --runs DIR, or evaluate the"
+            " models that are there one by one with --eval-one LABEL."
+        )
     procs = []
     for label in TRAIN_MODELS:
         cmd = [sys.executable, __file__, "--eval-one", label, "--runs", str(runs), "--corpus",
