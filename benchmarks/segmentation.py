@@ -13,7 +13,7 @@ size, or 12 when w < 16):
    memory of a training step and of inference at 64^3 and 128^3. On CUDA peak memory is
    ``torch.cuda.max_memory_allocated``; on CPU it is the peak-RSS growth of a fresh subprocess.
 
-    ssmkit bench segmentation [--quick] [--device cpu|cuda] [--budget 60] [--width 16]
+    ssmkit bench segmentation [--quick] [--device cpu|cuda] [--budget 60] [--eval-at 20 40] [--width 16]
                               [--sizes 64 128] [--out benchmarks/results/segmentation.md]
 """
 
@@ -103,7 +103,25 @@ def dice(logits: torch.Tensor, label: torch.Tensor) -> float:
     return float((2 * inter / total.clamp_min(1)).mean())
 
 
-def train_for_budget(name: str, spatial_dims: int, data: dict, args: argparse.Namespace) -> dict:
+def held_out_dice(net: torch.nn.Module, data: dict, device: torch.device, amp: bool) -> float:
+    """Mean foreground Dice of ``net`` on the held-out cases (eval mode, no gradient)."""
+    net.eval()
+    val_images, val_labels = data["val"]
+    scores = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for i in range(len(val_images)):
+            logits = net(val_images[i : i + 1].to(device)).float().cpu()
+            scores.append(dice(logits, val_labels[i : i + 1]))
+    net.train()
+    return statistics.mean(scores)
+
+
+def train_for_budget(
+    name: str, spatial_dims: int, data: dict, args: argparse.Namespace
+) -> list[dict]:
+    """Train ``name`` for ``args.budget`` seconds; one result per budget in ``args.eval_at`` (the
+    evaluations pause the clock, and the learning rate is constant, so the row at 600 s of an
+    1800 s run is the result of a 600 s run with the same seed) and one at the full budget."""
     from monai.losses import DiceCELoss
 
     device = torch.device(args.device)
@@ -116,14 +134,33 @@ def train_for_budget(name: str, spatial_dims: int, data: dict, args: argparse.Na
     del warm
     torch.manual_seed(args.seed)
     net = build(name, spatial_dims, args.width).to(device)
+    params = sum(p.numel() for p in net.parameters()) / 1e6
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     generator = torch.Generator().manual_seed(args.seed)
     # The budget is process CPU time on CPU (robust to other jobs sharing the cores), wall time
     # on CUDA (where the host CPU is idle while kernels run).
     clock = time.perf_counter if device.type == "cuda" else time.process_time
+    checkpoints = sorted({b for b in args.eval_at if b < args.budget} | {args.budget})
+    results: list[dict] = []
     steps, losses, start = 0, [], clock()
-    while clock() - start < args.budget:
+    while checkpoints:
+        if clock() - start >= checkpoints[0]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            paused = clock()
+            results.append(
+                {
+                    "budget": checkpoints.pop(0),
+                    "params": params,
+                    "steps": steps,
+                    "final_loss": statistics.mean(losses[-10:]) if losses else math.nan,
+                    "dice": held_out_dice(net, data, device, amp),
+                    "nan": any(not math.isfinite(v) for v in losses),
+                }
+            )
+            start += clock() - paused  # evaluation is not training time
+            continue
         idx = torch.randint(len(images), (2,), generator=generator)
         x, y = images[idx].to(device), labels[idx].to(device)
         for axis in range(2, 2 + spatial_dims):
@@ -135,24 +172,9 @@ def train_for_budget(name: str, spatial_dims: int, data: dict, args: argparse.Na
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    net.eval()
-    val_images, val_labels = data["val"]
-    scores = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        for i in range(len(val_images)):
-            logits = net(val_images[i : i + 1].to(device)).float().cpu()
-            scores.append(dice(logits, val_labels[i : i + 1]))
-    return {
-        "params": sum(p.numel() for p in net.parameters()) / 1e6,
-        "steps": steps,
-        "final_loss": statistics.mean(losses[-10:]) if losses else math.nan,
-        "dice": statistics.mean(scores),
-        "nan": any(not math.isfinite(v) for v in losses),
-    }
+    return results
 
 
 def _status_mb(field: str) -> float:
@@ -328,6 +350,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--seed", type=int, default=0, help="initialisation and batch-order seed (same data)"
     )
+    parser.add_argument(
+        "--eval-at",
+        type=float,
+        nargs="+",
+        default=[],
+        help="also report held-out Dice at these shorter budgets (s) of the same run",
+    )
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -369,22 +398,24 @@ def main(argv: list[str] | None = None) -> str:
                 f"## Accuracy at an equal {args.budget:.0f} s budget: {dims}-D synthetic "
                 f"{size}^{dims} ({n_train} train / {n_val} held-out cases)",
                 "",
-                "| network | params (M) | steps in budget | final train loss | held-out Dice | NaN |",
-                "|---|---|---|---|---|---|",
+                "| network | params (M) | budget (s) | steps in budget | final train loss "
+                "| held-out Dice | NaN |",
+                "|---|---|---|---|---|---|---|",
             ]
             for name in names:
                 if name not in args.models:
                     continue
                 try:
-                    r = train_for_budget(name, dims, data, args)
+                    results = train_for_budget(name, dims, data, args)
                 except (RuntimeError, ValueError) as error:  # e.g. a size the network rejects
-                    row = f"| {name} | - | - | - | failed: {str(error).splitlines()[0][:70]} | - |"
+                    row = f"| {name} | - | - | - | - | failed: {str(error).splitlines()[0][:70]} | - |"
                     print(row, flush=True)
                     lines.append(row)
                     continue
-                row = f"| {name} | {r['params']:.2f} | {r['steps']} | {_fmt(r['final_loss'], 3)} | {r['dice']:.3f} | {'yes' if r['nan'] else 'no'} |"
-                print(row, flush=True)
-                lines.append(row)
+                for r in results:
+                    row = f"| {name} | {r['params']:.2f} | {r['budget']:.0f} | {r['steps']} | {_fmt(r['final_loss'], 3)} | {r['dice']:.3f} | {'yes' if r['nan'] else 'no'} |"
+                    print(row, flush=True)
+                    lines.append(row)
             lines.append("")
     if args.skip_cost:
         args.sizes = []
