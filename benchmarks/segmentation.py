@@ -141,7 +141,7 @@ def train_for_budget(
     # The budget is process CPU time on CPU (robust to other jobs sharing the cores), wall time
     # on CUDA (where the host CPU is idle while kernels run).
     clock = time.perf_counter if device.type == "cuda" else time.process_time
-    checkpoints = sorted({b for b in args.eval_at if b < args.budget} | {args.budget})
+    checkpoints = sorted({*args.eval_at, args.budget})
     results: list[dict] = []
     steps, losses, start = 0, [], clock()
     while checkpoints:
@@ -363,6 +363,12 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     quick = args.quick
     args.budget = args.budget or (20.0 if quick else 60.0)
+    bad = [b for b in args.eval_at if not 0 < b < args.budget]
+    if bad:
+        parser.error(
+            f"--eval-at {bad}: each evaluation point must lie inside the training budget "
+            f"(0 < s < --budget {args.budget:g}); the full budget is always evaluated."
+        )
     args.width = args.width or (8 if quick else 16)
     args.sizes = args.sizes or ([64] if quick else [64, 128])
     args.size3d = args.size3d or (32 if quick else 64)
