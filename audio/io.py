@@ -9,11 +9,11 @@ a wrong sample rate, a stereo file where mono is expected, a silent or too-short
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
 SILENCE_RMS = 1e-6
@@ -92,15 +92,8 @@ def write_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: in
     if peak > 1.0:
         wav = wav / peak * 0.99
     data = wav.numpy() if wav.dim() == 1 else wav.T.numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         sf.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -16,7 +16,6 @@ import argparse
 import itertools
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 
 from ssmkit.audio.io import read_audio, write_audio
 from ssmkit.core import create_model
+from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
 
@@ -37,24 +37,16 @@ def save_separator(
     model_kwargs: dict[str, Any] | None = None,
     sample_rate: int = 8000,
 ) -> Path:
-    """Write a self-describing checkpoint atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a self-describing checkpoint atomically (:func:`ssmkit.core.files.atomic_output`)."""
     payload = {
         "model": name,
         "model_kwargs": dict(model_kwargs or {}),
         "state_dict": model.state_dict(),
         "sample_rate": sample_rate,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def load_separator(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ssmkit.core.files import write_text_atomic
 from ssmkit.timeseries.cli import fit_forecaster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +92,6 @@ def main() -> None:
         args.horizons, args.epochs, args.limit_train_batches = [96], 1, 20
     data_dir = Path(args.data_dir)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = [
         "# Forecasting benchmark (`ssmkit bench forecast`)",
         "",
@@ -110,7 +110,7 @@ def main() -> None:
         "| dataset | horizon | model | MSE | MAE | epochs | train s |",
         "|---|---|---|---|---|---|---|",
     ]
-    out.write_text("\n".join(header) + "\n")
+    table = list(header)  # written once, complete, at the end (the rows are printed as they come)
     scores: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for dataset in args.datasets:
         spec = dict(DATASETS[dataset])
@@ -142,8 +142,7 @@ def main() -> None:
                     f"{metrics['mae']:.3f} | {metrics['epochs']} | {metrics['train_seconds']:.0f} |"
                 )
                 print(row, json.dumps(metrics), flush=True)
-                with out.open("a") as handle:
-                    handle.write(row + "\n")
+                table.append(row)
     lines = ["", "4-horizon averages (MSE / MAE):", ""]
     for (dataset, model), values in scores.items():
         if len(values) == len(args.horizons) > 1:
@@ -152,9 +151,9 @@ def main() -> None:
             published = PUBLISHED.get((dataset, model, "avg"))
             note = f" (published {published})" if published else ""
             lines.append(f"- {dataset} {model}: {mse:.3f} / {mae:.3f}{note}")
-    with out.open("a") as handle:
-        handle.write("\n".join(lines) + "\n")
-    print(out.read_text())
+    text = "\n".join(table + lines) + "\n"
+    write_text_atomic(out, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ssmkit.core.files import write_text_atomic
+from ssmkit.core.files import atomic_output, write_text_atomic
 from ssmkit.rl.train import RLConfig, Trainer
 from ssmkit.rl.world_model import SSMWorldModel
 
@@ -172,8 +172,11 @@ def plot_curves(runs: list[dict], path: Path, task: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 # World models for ``--part probe``; "s5" is the current default (dt in [0.1, 1], d_state 32),

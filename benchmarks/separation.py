@@ -152,9 +152,7 @@ def train_one(
         meta = {"label": label, "steps": step, "cpu_s": time.process_time() - start,
                 "loss": log, "params": sum(p.numel() for p in model.parameters()),
                 "done": done, "load_avg": loads, "recipe": recipe()}  # fmt: skip
-        tmp = out / f".{slug(label)}.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, out / f"{slug(label)}.json")
+        write_text_atomic(out / f"{slug(label)}.json", json.dumps(meta))
 
     for mixture, sources in loader:
         used = time.process_time() - start

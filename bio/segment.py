@@ -10,13 +10,13 @@ extras.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
 _SUFFIXES = (".nii.gz", ".nii")
@@ -154,14 +154,8 @@ def segment_file(
     seg.set_qform(img.affine, code=int(img.header["qform_code"]) or 1)
     seg.set_sform(img.affine, code=int(img.header["sform_code"]) or 1)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else ".nii"
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}{suffix}")
-    try:
+    with atomic_output(out_path) as tmp:
         nib.save(seg, str(tmp))
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_path
 
 

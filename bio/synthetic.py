@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssmkit.core.files import write_text_atomic
 from ssmkit.core.optional import require
 
 
@@ -84,5 +85,4 @@ def write_synthetic_dataset(
         "test": [e["image"] for e in entries[n_train:]],
     }
     path = folder / "dataset.json"
-    path.write_text(json.dumps(datalist, indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(datalist, indent=2))

@@ -3,24 +3,53 @@
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling and ``os.replace``.
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of ``path`` to write; on success it replaces ``path``.
 
-    Readers see either the old file or the complete new one, never a partial write; the parent
-    folder is created if needed.
+    Readers see either the old file or the complete new one, never a partial write. If the body
+    raises, the temporary file is removed and ``path`` is left as it was. The parent folder is
+    created if needed.
+
+    The temporary name is unique per call (process id and a random token), so concurrent writers
+    never share one, and it ends in ``path``'s own suffixes (``.wav``, ``.nii.gz``, ``.png``), so
+    writers that pick a format from the extension pick the right one. The writer creates the file
+    itself, so it gets the usual permissions (the umask's), not ``mkstemp``'s owner-only 0600.
+
+    Example::
+
+        with atomic_output("runs/model.pt") as tmp:
+            torch.save(state, tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem = path.name.split(".", 1)[0] or path.name
+    suffix = path.name[len(stem) :]
+    tmp = path.with_name(f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(
+                f"atomic_output: nothing was written to the temporary file {str(tmp)!r} for "
+                f"{str(path)!r}; write to the path the context manager yields."
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`).
 
     Returns:
         The written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)

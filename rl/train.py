@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssmkit.core.files import atomic_output
 from ssmkit.rl.agent import DreamerAgent
 from ssmkit.rl.replay import SequenceReplay, VectorCollector
 from ssmkit.rl.world_model import SSMWorldModel
@@ -237,9 +238,8 @@ class Trainer:
                 "sample": self.sample_generator.get_state(),
             },
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.save(state, tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> Trainer:
@@ -275,8 +275,11 @@ def plot_learning_curve(history: list[dict[str, float]], path: Path, title: str 
     ax.set(xlabel="environment steps", ylabel="greedy eval return", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def train(config: RLConfig, progress: bool = True) -> list[dict[str, float]]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from ssmkit.core.files import atomic_output, write_text_atomic
 from ssmkit.core.optional import require
 
 MODELS = ("smamba", "spacetime", "dlinear")
@@ -110,20 +110,12 @@ def fit_forecaster(
         trainer.fit(task, datamodule=data)
         seconds = time.perf_counter() - start
         results = trainer.test(task, datamodule=data, ckpt_path="best", verbose=False)[0]
-        final = out / "model.ckpt"
-        staging = out / ".model.ckpt.tmp"
-        shutil.copyfile(best.best_model_path, staging)
-        os.replace(staging, final)
+        with atomic_output(out / "model.ckpt") as staging:
+            shutil.copyfile(best.best_model_path, staging)
     metrics = {k.removeprefix("test_"): float(v) for k, v in results.items()}
     metrics.update(train_seconds=round(seconds, 2), epochs=trainer.current_epoch)
-    _write_json_atomic(out / "metrics.json", metrics)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(payload, indent=2))
-    os.replace(staging, path)
 
 
 def predict_future(
@@ -159,10 +151,8 @@ def predict_future(
         forecast = task.inverse_transform(task(inputs["x"], inputs["x_mark"]))[0].numpy()
     frame = pd.DataFrame(forecast, columns=data.target_names)
     frame.insert(0, "date", inputs["future_dates"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp")
-    frame.to_csv(staging, index=False)
-    os.replace(staging, out)
+    with atomic_output(out) as staging:
+        frame.to_csv(staging, index=False)
     if plot is not None:
         plot_forecast(
             inputs["history_dates"],
@@ -205,11 +195,11 @@ def plot_forecast(
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(staging, dpi=110)
-    plt.close(fig)
-    os.replace(staging, path)
+    try:
+        with atomic_output(path) as staging:
+            fig.savefig(staging, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
 SEQ_LEN, HORIZON = 16, 8
@@ -36,8 +37,8 @@ def macrodata_csv(path: Path) -> Path:
     )
     frame.insert(0, "date", quarters.to_timestamp())
     frame = frame[["date", *[c for c in frame.columns if c not in ("date", TARGET)], TARGET]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 

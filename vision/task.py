@@ -17,8 +17,6 @@ import argparse
 import copy
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 
+from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
 
@@ -323,10 +322,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             ):
                 name = classes[pred] if classes and pred < len(classes) else str(pred)
                 rows.append((str(paths[i]) if paths else str(i), name, f"{prob:.6f}"))
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.output_path.parent, suffix=".csv.tmp")
-        with os.fdopen(fd, "w", newline="") as handle:
+        with atomic_output(self.output_path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "class", "confidence"])
             writer.writerows(rows)
-        os.replace(tmp, self.output_path)
