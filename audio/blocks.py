@@ -122,26 +122,63 @@ class ConvDecoder(nn.Module):
         return self.deconv(w)[:, 0, self.left : self.left + length]
 
 
+class GlobalLayerNorm(nn.Module):
+    """``GroupNorm(1, N)`` of channels-last ``(B, ..., N)``: statistics over everything but the batch,
+    a per-channel affine (Conv-TasNet's "gLN"; Luo & Mesgarani 2019).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[1:], eps=self.eps), self.weight)
+
+
+INPUT_NORMS = ("cln", "gln")
+
+
 class MaskingTasNet(nn.Module):
-    """The TasNet skeleton: encoder, LayerNorm, separator-made masks, masked decoding.
+    """The TasNet skeleton: encoder, input norm, separator-made masks, masked decoding.
 
     Luo & Mesgarani, "Conv-TasNet", IEEE/ACM TASLP 27(8), 2019; the skeleton of Mamba-TasNet and
     DPMamba (Jiang et al., arXiv 2407.09732 and 2403.18257).
 
-    ``w = ReLU(Conv1d(1 -> N, k, s))(x)``; ``m = masks(LayerNorm_N(w))``; ``s_i = Deconv(m_i * w)``.
+    ``w = ReLU(Conv1d(1 -> N, k, s))(x)``; ``m = masks(norm(w))``; ``s_i = Deconv(m_i * w)``.
+    ``input_norm`` picks the norm: ``"cln"`` normalises each frame over its ``N`` channels
+    (Mamba-TasNet's ChannelwiseLayerNorm), ``"gln"`` the whole utterance over frames and channels
+    (``GroupNorm(1, N)``, the input norm of SpeechBrain's dual-path model and so of DPMamba), which
+    keeps the frames' relative loudness. Both have ``N`` weights and ``N`` biases named
+    ``norm.weight`` / ``norm.bias``.
     Subclasses implement :meth:`masks` on channels-last frames (``(B, F, N) -> (B, F, n_src, N)``,
     non-negative), so the stacks of ``ssmkit.core`` run on ``(B, L, D)`` without transposes.
 
     Shapes: ``(B, T)`` or ``(B, 1, T)`` -> ``(B, n_src, T)``, any ``T >= 1``.
     """
 
-    def __init__(self, n_src: int, n_filters: int, kernel_size: int = 16, stride: int = 8) -> None:
+    def __init__(
+        self,
+        n_src: int,
+        n_filters: int,
+        kernel_size: int = 16,
+        stride: int = 8,
+        input_norm: str = "cln",
+    ) -> None:
         super().__init__()
         if n_src < 1:
             raise ValueError(f"{type(self).__name__}: n_src must be >= 1, got {n_src}.")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(
+                f"{type(self).__name__}: input_norm must be one of {INPUT_NORMS}, got "
+                f"{input_norm!r}."
+            )
         self.n_src, self.n_filters = n_src, n_filters
         self.encoder = ConvEncoder(n_filters, kernel_size, stride)
-        self.norm = nn.LayerNorm(n_filters, eps=1e-8)  # Conv-TasNet's channel-wise LayerNorm
+        self.norm: nn.Module = (
+            nn.LayerNorm(n_filters, eps=1e-8) if input_norm == "cln" else GlobalLayerNorm(n_filters)
+        )
         self.decoder = ConvDecoder(n_filters, kernel_size, stride)
 
     def masks(self, w: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssmkit.audio.blocks import MaskingTasNet, bimamba_stack, register_sizes
+from ssmkit.audio.blocks import GlobalLayerNorm, MaskingTasNet, bimamba_stack, register_sizes
 
 # published sizes (N, dual-path layers); WSJ0-2mix SI-SNRi 19.2 / 21.4 / 22.6 / 23.4 dB,
 # 2.3M / 8.1M / 15.9M / 59.8M parameters.
@@ -43,31 +43,29 @@ def overlap_add(chunks: torch.Tensor, gap: int) -> torch.Tensor:
     return out[:, hop : out.shape[1] - hop - gap]
 
 
-class GlobalLayerNorm(nn.Module):
-    """``GroupNorm(1, N)`` of channels-last ``(B, ..., N)``: statistics over everything but the batch,
-    a per-channel affine (Conv-TasNet's "gLN"; Luo & Mesgarani 2019).
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[1:], eps=self.eps), self.weight)
-
-
 class DualPathBlock(nn.Module):
     """One dual-path layer: intra-chunk then inter-chunk bidirectional Mamba, each followed by a
-    global LayerNorm and a residual connection (SpeechBrain's Dual_Path_Model with Mamba paths;
-    Jiang, Han, Mesgarani, arXiv 2403.18257).
+    global LayerNorm (SpeechBrain's dual computation block with Mamba paths; Jiang, Han,
+    Mesgarani, arXiv 2403.18257):
+
+        intra = gLN(intra_stack(x)) (+ x if skip_around_intra)
+        out = intra + gLN(inter_stack(intra))
+
+    The authors' configurations set ``skip_around_intra`` to False (the stacks keep their own
+    pre-norm residuals); True is SpeechBrain's default, as in SepFormer.
 
     Shapes: ``(B, S, K, N) -> (B, S, K, N)`` (chunks, frames per chunk, channels).
     """
 
-    def __init__(self, channels: int, n_mamba: int = 1, **mamba_kwargs: object) -> None:
+    def __init__(
+        self,
+        channels: int,
+        n_mamba: int = 1,
+        skip_around_intra: bool = False,
+        **mamba_kwargs: object,
+    ) -> None:
         super().__init__()
+        self.skip_around_intra = skip_around_intra
         self.intra = bimamba_stack(channels, n_mamba, **mamba_kwargs)  # type: ignore[arg-type]
         self.inter = bimamba_stack(channels, n_mamba, **mamba_kwargs)  # type: ignore[arg-type]
         self.intra_norm = GlobalLayerNorm(channels)
@@ -76,9 +74,11 @@ class DualPathBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, k, n = x.shape
         intra = self.intra(x.reshape(b * s, k, n)).view(b, s, k, n)  # along each chunk (a view)
-        x = x + self.intra_norm(intra)
-        inter = self.inter(x.transpose(1, 2).reshape(b * k, s, n)).view(b, k, s, n)  # across chunks
-        return x + self.inter_norm(inter).transpose(1, 2)
+        intra = self.intra_norm(intra)
+        if self.skip_around_intra:
+            intra = intra + x
+        inter = self.inter(intra.transpose(1, 2).reshape(b * k, s, n))  # across chunks
+        return intra + self.inter_norm(inter.view(b, k, s, n)).transpose(1, 2)
 
 
 class DPMamba(MaskingTasNet):
@@ -87,7 +87,7 @@ class DPMamba(MaskingTasNet):
     Jiang, Han, Mesgarani, "Dual-path Mamba: Short and Long-term Bidirectional Selective
     Structured State Space Models for Speech Separation", arXiv 2403.18257 (2024).
 
-    TasNet encoder (k16 / s8) -> channel LayerNorm -> 1x1 conv -> chunks of ``chunk_size`` frames
+    TasNet encoder (k16 / s8) -> global LayerNorm -> 1x1 conv -> chunks of ``chunk_size`` frames
     with 50 % overlap -> ``n_layers`` x (intra-chunk BiMamba, inter-chunk BiMamba) -> PReLU ->
     1x1 conv to ``n_src * N`` -> overlap-add -> ``tanh * sigmoid`` output gate -> 1x1 conv ->
     ReLU masks -> transposed-conv decoder. Everything between encoder and decoder runs
@@ -99,6 +99,10 @@ class DPMamba(MaskingTasNet):
         chunk_size: ``K`` frames per chunk (250 in the paper); must be even.
         n_mamba: BiMamba blocks per path (1 in the paper).
         kernel_size, stride: encoder. d_state, d_conv, expand: Mamba sizes.
+        input_norm: ``"gln"`` (the authors' ``GroupNorm(1, N)``) or ``"cln"`` (per frame).
+        skip_around_intra: residual around the intra path (False in the authors' configs).
+        Sessions before the fix built ``"cln"`` and True, and learned 2-3x slower at the start;
+        :func:`ssmkit.audio.separate.load_separator` rebuilds that wiring for their checkpoints.
 
     Shapes: ``(B, T)`` or ``(B, 1, T)`` -> ``(B, n_src, T)``, any ``T >= 1``.
     """
@@ -115,15 +119,17 @@ class DPMamba(MaskingTasNet):
         d_state: int = 16,
         d_conv: int = 4,
         expand: float = 2,
+        input_norm: str = "gln",
+        skip_around_intra: bool = False,
     ) -> None:
         if chunk_size < 2 or chunk_size % 2:
             raise ValueError(f"DPMamba: chunk_size must be an even number >= 2, got {chunk_size}.")
-        super().__init__(n_src, n_filters, kernel_size, stride)
+        super().__init__(n_src, n_filters, kernel_size, stride, input_norm)
         self.chunk_size = chunk_size
         self.bottleneck = nn.Linear(n_filters, n_filters, bias=False)
         mamba = {"d_state": d_state, "d_conv": d_conv, "expand": expand}
         self.layers = nn.ModuleList(
-            DualPathBlock(n_filters, n_mamba, **mamba) for _ in range(n_layers)
+            DualPathBlock(n_filters, n_mamba, skip_around_intra, **mamba) for _ in range(n_layers)
         )
         self.prelu = nn.PReLU()
         self.to_sources = nn.Linear(n_filters, n_src * n_filters)

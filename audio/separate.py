@@ -29,6 +29,23 @@ from ssmkit.core import create_model
 from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
+CHECKPOINT_FORMAT = 2
+"""Wiring version written into checkpoints (``"separator_format"``). 1, or no field: written
+before 2026-11-24, when DPMamba had a per-frame input LayerNorm and a residual around its intra
+path; 2: DPMamba as in the authors' configurations (global input LayerNorm, no intra skip)."""
+
+
+def model_kwargs_for(name: str, kwargs: dict[str, Any], fmt: int) -> dict[str, Any]:
+    """Constructor arguments that rebuild a checkpoint's model with the wiring it was trained with.
+
+    Checkpoints of format 1 hold DPMamba weights trained with ``input_norm="cln"`` and
+    ``skip_around_intra=True``; under today's defaults they would load without error and separate
+    badly, so those two arguments are put back unless the checkpoint names them itself.
+    """
+    if fmt < 2 and name.startswith("audio.dpmamba"):
+        return {"input_norm": "cln", "skip_around_intra": True} | dict(kwargs)
+    return dict(kwargs)
+
 
 def save_separator(
     path: str | os.PathLike,
@@ -43,6 +60,7 @@ def save_separator(
         "model_kwargs": dict(model_kwargs or {}),
         "state_dict": model.state_dict(),
         "sample_rate": sample_rate,
+        "separator_format": CHECKPOINT_FORMAT,
     }
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -79,7 +97,7 @@ def load_separator(
         )
     if rate is None:
         raise ValueError(f"{str(path)!r} does not store its sample rate; pass --sample-rate.")
-    net = create_model(name, **kwargs)
+    net = create_model(name, **model_kwargs_for(name, kwargs, ckpt.get("separator_format", 1)))
     net.load_state_dict(state)
     return net.eval(), int(rate)
 

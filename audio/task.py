@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ssmkit.audio.metrics import pit_si_snr, si_snr_improvement
+from ssmkit.audio.separate import CHECKPOINT_FORMAT, model_kwargs_for
 from ssmkit.core import create_model
 from ssmkit.core.optional import require
 
@@ -51,6 +52,28 @@ class SeparationTask(_pl.LightningModule):
         self.model = (
             model if isinstance(model, nn.Module) else create_model(model, **(model_kwargs or {}))
         )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["separator_format"] = CHECKPOINT_FORMAT
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the model with the wiring of the checkpoint's format before its weights load
+        (see :func:`ssmkit.audio.separate.model_kwargs_for`)."""
+        name = self.hparams.get("model")
+        if not isinstance(name, str):
+            return
+        kwargs = dict(self.hparams.get("model_kwargs") or {})
+        rebuilt = model_kwargs_for(name, kwargs, checkpoint.get("separator_format", 1))
+        if rebuilt == kwargs:
+            return
+        if self._trainer is not None:  # resuming: the optimizer already holds the current weights
+            raise ValueError(
+                f"This checkpoint's {name} was trained with {rebuilt} (written before the "
+                "separator_format field); resume it from a task built with "
+                f"SeparationTask({name!r}, model_kwargs={rebuilt!r})."
+            )
+        self.model = create_model(name, **rebuilt)
+        self.hparams["model_kwargs"] = rebuilt
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         """``(B, T) -> (B, n_src, T)`` (fp32 output, also under bf16 autocast)."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ssmkit
-from ssmkit.audio.dpmamba import chunk, overlap_add
+from ssmkit.audio.dpmamba import DualPathBlock, chunk, overlap_add
 from ssmkit.core.registry import model_entry
 
 NAMES = ["audio.mamba_tasnet_xs", "audio.dpmamba_xs", "audio.spmamba", "audio.conv_tasnet"]
@@ -75,3 +75,44 @@ def test_all_sizes_registered() -> None:
     for family in ("mamba_tasnet", "dpmamba"):
         assert {f"audio.{family}_{s}" for s in ("xs", "s", "m", "l")} <= names
     assert "audio.spmamba" in names
+
+
+@pytest.mark.parametrize("skip_around_intra", [False, True])
+def test_dual_path_block_is_speechbrains_dual_computation_block(skip_around_intra: bool) -> None:
+    """intra = gLN(intra(x)) [+ x]; out = intra + gLN(inter(intra)), paths over K then over S."""
+    torch.manual_seed(0)
+    block = DualPathBlock(8, skip_around_intra=skip_around_intra, d_state=4)
+    with torch.no_grad():
+        for p in block.parameters():  # non-trivial affines, so a swapped norm shows
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 3, 6, 8)  # (B, S, K, N)
+    b, s, k, n = x.shape
+
+    def gln(h: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:  # GroupNorm(1) per item
+        mean = h.mean(dim=(1, 2, 3), keepdim=True)
+        var = h.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+        return (h - mean) / torch.sqrt(var + 1e-8) * norm.weight + norm.bias
+
+    with torch.no_grad():
+        intra = gln(block.intra(x.reshape(b * s, k, n)).view(b, s, k, n), block.intra_norm)
+        if skip_around_intra:
+            intra = intra + x
+        across = intra.transpose(1, 2).reshape(b * k, s, n)
+        inter = block.inter(across).view(b, k, s, n).transpose(1, 2)
+        want = intra + gln(inter, block.inter_norm)
+        torch.testing.assert_close(block(x), want)
+
+
+def test_dpmamba_normalises_its_input_over_the_whole_utterance() -> None:
+    """DPMamba's input norm is SpeechBrain's GroupNorm(1, N): louder frames stay louder, unlike
+    Mamba-TasNet's per-frame channel LayerNorm, which removes each frame's level."""
+    dp = ssmkit.create_model("audio.dpmamba_xs", n_filters=16, n_layers=1, chunk_size=8)
+    mt = ssmkit.create_model("audio.mamba_tasnet_xs", n_filters=16, d_model=16, n_layers=1)
+    w = torch.randn(1, 10, 16)
+    w[:, 5:] *= 10.0  # the second half is 10x louder
+    with torch.no_grad():
+        dp_rms, mt_rms = (m.norm(w).pow(2).mean(-1).sqrt()[0] for m in (dp, mt))
+    assert dp_rms[5:].min() > 3 * dp_rms[:5].max()
+    torch.testing.assert_close(mt_rms[5:], mt_rms[:5].mean().expand(5), rtol=0.3, atol=0.0)
+    with pytest.raises(ValueError, match="input_norm must be one of"):
+        ssmkit.create_model("audio.dpmamba_xs", n_filters=16, n_layers=1, input_norm="bn")

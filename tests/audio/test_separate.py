@@ -119,3 +119,25 @@ def test_cli_progress_bar_and_argument_checks(
     assert "refusing to overwrite the input" in capsys.readouterr().err
     assert b_s1.read_bytes() == kept  # checked before anything was written
     assert sorted(p.name for p in fresh.iterdir()) == ["b.wav", "b_s1.wav"]
+
+
+def test_dpmamba_checkpoints_from_before_the_wiring_fix_load_as_trained(tmp_path: Path) -> None:
+    """A format-1 payload (no "separator_format") holds DPMamba weights of the old wiring
+    (per-frame input norm, skip around intra); it must separate exactly as that model did."""
+    tiny = {"n_filters": 16, "n_layers": 1, "chunk_size": 8, "d_state": 4}
+    legacy_wiring = {"input_norm": "cln", "skip_around_intra": True}
+    torch.manual_seed(0)
+    legacy = ssmkit.create_model("audio.dpmamba_xs", **tiny, **legacy_wiring).eval()
+    current = ssmkit.create_model("audio.dpmamba_xs", **tiny).eval()
+    current.load_state_dict(legacy.state_dict())  # same keys and shapes: loads without complaint
+    x = torch.randn(1, 203)
+    with torch.no_grad():
+        assert not torch.allclose(current(x), legacy(x), atol=1e-3)  # ... but separates otherwise
+        old = tmp_path / "old.pt"
+        payload = {"model": "audio.dpmamba_xs", "model_kwargs": tiny,
+                   "state_dict": legacy.state_dict(), "sample_rate": 8000}  # fmt: skip
+        torch.save(payload, old)
+        torch.testing.assert_close(load_separator(old)[0](x), legacy(x))
+        new = save_separator(tmp_path / "new.pt", current, "audio.dpmamba_xs", tiny)
+        assert torch.load(new, weights_only=False)["separator_format"] == 2
+        torch.testing.assert_close(load_separator(new)[0](x), current(x))

@@ -41,6 +41,7 @@ def test_fit_learns_and_checkpoint_loads(tmp_path: Path) -> None:
     last = trainer.validate(task, datamodule=dm, verbose=False)[0]["val/si_snri"]
     assert last > first + 1.0, (first, last)
     ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert torch.load(ckpt, weights_only=False)["separator_format"] == 2
     model, rate = load_separator(ckpt, sample_rate=8000)
     x = torch.randn(1, 333)
     with torch.no_grad():
@@ -64,3 +65,22 @@ def test_bf16_training_step_dual_path() -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     grads = [p.grad for p in task.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_lightning_checkpoints_from_before_the_dpmamba_wiring_fix_load_as_trained(
+    tmp_path: Path,
+) -> None:
+    tiny = {"n_filters": 16, "n_layers": 1, "chunk_size": 8, "d_state": 4}
+    legacy_wiring = {"input_norm": "cln", "skip_around_intra": True}
+    torch.manual_seed(0)
+    task = SeparationTask("audio.dpmamba_xs", tiny)
+    task.model = legacy = SeparationTask("audio.dpmamba_xs", tiny | legacy_wiring).model.eval()
+    path = tmp_path / "old.ckpt"  # what Lightning wrote before "separator_format" existed
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
+    loaded = SeparationTask.load_from_checkpoint(path).eval()
+    assert loaded.hparams.model_kwargs == tiny | legacy_wiring
+    x = torch.randn(1, 203)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), legacy(x))
+        torch.testing.assert_close(load_separator(path, sample_rate=8000)[0](x), legacy(x))
