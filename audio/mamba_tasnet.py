@@ -37,6 +37,11 @@ class MambaTasNet(MaskingTasNet):
         n_layers: number of bidirectional Mamba blocks.
         kernel_size, stride: encoder filter length and hop (16 / 8 samples).
         d_state, d_conv, expand: Mamba sizes.
+        input_norm: ``"cln"`` (the authors' per-frame ChannelwiseLayerNorm) or ``"gln"`` (one
+            LayerNorm over the whole utterance, as DPMamba and Conv-TasNet). With ``"gln"`` the
+            4-block N=64 configuration of the separation benchmark left the "output the mixture"
+            plateau ~200 steps sooner in a pilot (train SI-SNR 2.45 against 0.72 dB at step 300,
+            seed 0); the default stays the published one.
 
     Shapes: ``(B, T)`` or ``(B, 1, T)`` -> ``(B, n_src, T)``, any ``T >= 1``.
     """
@@ -52,8 +57,9 @@ class MambaTasNet(MaskingTasNet):
         d_state: int = 16,
         d_conv: int = 4,
         expand: float = 2,
+        input_norm: str = "cln",
     ) -> None:
-        super().__init__(n_src, n_filters, kernel_size, stride)
+        super().__init__(n_src, n_filters, kernel_size, stride, input_norm)
         self.bottleneck = nn.Linear(n_filters, d_model)
         self.separator = bimamba_stack(d_model, n_layers, d_state, d_conv, expand)
         self.mask_proj = nn.Linear(d_model, n_src * n_filters)
