@@ -101,8 +101,9 @@ class DPMamba(MaskingTasNet):
         kernel_size, stride: encoder. d_state, d_conv, expand: Mamba sizes.
         input_norm: ``"gln"`` (the authors' ``GroupNorm(1, N)``) or ``"cln"`` (per frame).
         skip_around_intra: residual around the intra path (False in the authors' configs).
-        Sessions before the fix built ``"cln"`` and True, and learned 2-3x slower at the start;
-        :func:`ssmkit.audio.separate.load_separator` rebuilds that wiring for their checkpoints.
+        Before 2026-11-24 ssmkit built ``"cln"`` and True, which left the "output the mixture"
+        plateau ~400 steps later (benchmarks/results/separation.md);
+        :func:`ssmkit.audio.separate.load_separator` rebuilds that wiring for such checkpoints.
 
     Shapes: ``(B, T)`` or ``(B, 1, T)`` -> ``(B, n_src, T)``, any ``T >= 1``.
     """
