@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ssmkit.core.files import atomic_output, write_text_atomic
+from ssmkit.core.files import save_figure_atomic, write_text_atomic
 from ssmkit.rl.train import RLConfig, Trainer
 from ssmkit.rl.world_model import SSMWorldModel
 
@@ -172,11 +172,7 @@ def plot_curves(runs: list[dict], path: Path, task: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 # World models for ``--part probe``; "s5" is the current default (dt in [0.1, 1], d_state 32),

@@ -53,3 +53,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def save_figure_atomic(fig: object, path: str | os.PathLike[str], dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically (see :func:`atomic_output`) and close it, also when
+    saving fails. The format follows ``path``'s suffix (``.png``)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)  # type: ignore[attr-defined]
+    finally:
+        plt.close(fig)  # type: ignore[arg-type]
+    return Path(path)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssmkit.core.files import atomic_output
+from ssmkit.core.files import atomic_output, save_figure_atomic
 from ssmkit.rl.agent import DreamerAgent
 from ssmkit.rl.replay import SequenceReplay, VectorCollector
 from ssmkit.rl.world_model import SSMWorldModel
@@ -275,11 +275,7 @@ def plot_learning_curve(history: list[dict[str, float]], path: Path, title: str 
     ax.set(xlabel="environment steps", ylabel="greedy eval return", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def train(config: RLConfig, progress: bool = True) -> list[dict[str, float]]:

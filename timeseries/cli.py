@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ssmkit.core.files import atomic_output, write_text_atomic
+from ssmkit.core.files import atomic_output, save_figure_atomic, write_text_atomic
 from ssmkit.core.optional import require
 
 MODELS = ("smamba", "spacetime", "dlinear")
@@ -194,13 +194,7 @@ def plot_forecast(
         ax.set_ylabel(names[c])
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_output(path) as staging:
-            fig.savefig(staging, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure_atomic(fig, path, dpi=110)
 
 
 def _parser() -> argparse.ArgumentParser:
