@@ -42,6 +42,9 @@ class MambaTasNet(MaskingTasNet):
             4-block N=64 configuration of the separation benchmark left the "output the mixture"
             plateau ~200 steps sooner in a pilot (train SI-SNR 2.45 against 0.72 dB at step 300,
             seed 0); the default stays the published one.
+        projection_bias: biases on the two 1x1 convs (bottleneck and mask). The authors' convs
+            have none (the default); ssmkit checkpoints written before 2026-11-24 have them, and
+            :func:`ssmkit.audio.separate.load_separator` rebuilds those with ``True``.
 
     Shapes: ``(B, T)`` or ``(B, 1, T)`` -> ``(B, n_src, T)``, any ``T >= 1``.
     """
@@ -58,11 +61,12 @@ class MambaTasNet(MaskingTasNet):
         d_conv: int = 4,
         expand: float = 2,
         input_norm: str = "cln",
+        projection_bias: bool = False,
     ) -> None:
         super().__init__(n_src, n_filters, kernel_size, stride, input_norm)
-        self.bottleneck = nn.Linear(n_filters, d_model)
+        self.bottleneck = nn.Linear(n_filters, d_model, bias=projection_bias)
         self.separator = bimamba_stack(d_model, n_layers, d_state, d_conv, expand)
-        self.mask_proj = nn.Linear(d_model, n_src * n_filters)
+        self.mask_proj = nn.Linear(d_model, n_src * n_filters, bias=projection_bias)
 
     def masks(self, w: torch.Tensor) -> torch.Tensor:
         """``(B, F, N)`` -> ReLU masks ``(B, F, n_src, N)``."""

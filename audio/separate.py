@@ -29,10 +29,11 @@ from ssmkit.core import create_model
 from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 """Wiring version written into checkpoints (``"separator_format"``). 1, or no field: written
 before 2026-11-24, when DPMamba had a per-frame input LayerNorm and a residual around its intra
-path; 2: DPMamba as in the authors' configurations (global input LayerNorm, no intra skip)."""
+path; 2: DPMamba as in the authors' configurations (global input LayerNorm, no intra skip);
+3: Mamba-TasNet's bottleneck and mask 1x1 convs without bias, as the authors'."""
 
 
 def model_kwargs_for(name: str, kwargs: dict[str, Any], fmt: int) -> dict[str, Any]:
@@ -40,10 +41,14 @@ def model_kwargs_for(name: str, kwargs: dict[str, Any], fmt: int) -> dict[str, A
 
     Checkpoints of format 1 hold DPMamba weights trained with ``input_norm="cln"`` and
     ``skip_around_intra=True``; under today's defaults they would load without error and separate
-    badly, so those two arguments are put back unless the checkpoint names them itself.
+    badly, so those two arguments are put back unless the checkpoint names them itself. Those of
+    formats 1 and 2 hold Mamba-TasNet weights with biases on its two 1x1 convs
+    (``projection_bias=True``).
     """
     if fmt < 2 and name.startswith("audio.dpmamba"):
         return {"input_norm": "cln", "skip_around_intra": True} | dict(kwargs)
+    if fmt < 3 and name.startswith("audio.mamba_tasnet"):
+        return {"projection_bias": True} | dict(kwargs)
     return dict(kwargs)
 
 

@@ -68,8 +68,8 @@ class SeparationTask(_pl.LightningModule):
             return
         if self._trainer is not None:  # resuming: the optimizer already holds the current weights
             raise ValueError(
-                f"This checkpoint's {name} was trained with {rebuilt} (written before the "
-                "separator_format field); resume it from a task built with "
+                f"This checkpoint's {name} was trained with {rebuilt} (an older "
+                "separator_format); resume it from a task built with "
                 f"SeparationTask({name!r}, model_kwargs={rebuilt!r})."
             )
         self.model = create_model(name, **rebuilt)

@@ -59,6 +59,16 @@ def test_published_parameter_counts(name: str, millions: float) -> None:
     assert abs(count - millions) / millions < 0.03, f"{name}: {count:.2f}M vs {millions}M"
 
 
+def test_mamba_tasnet_one_by_one_convs_have_no_bias_as_the_authors() -> None:
+    model = ssmkit.create_model("audio.mamba_tasnet_xs")
+    assert model.bottleneck.bias is None and model.mask_proj.bias is None
+    with_bias = ssmkit.create_model("audio.mamba_tasnet_xs", projection_bias=True)
+    extra = sum(p.numel() for p in with_bias.parameters()) - sum(
+        p.numel() for p in model.parameters()
+    )
+    assert extra == 128 + 2 * 128  # d_model + n_src * N
+
+
 @pytest.mark.parametrize("length", [1, 7, 8, 37, 64])
 def test_dual_path_chunking_round_trip(length: int) -> None:
     x = torch.randn(2, length, 3)  # channels-last frames (B, L, N)

@@ -139,5 +139,30 @@ def test_dpmamba_checkpoints_from_before_the_wiring_fix_load_as_trained(tmp_path
         torch.save(payload, old)
         torch.testing.assert_close(load_separator(old)[0](x), legacy(x))
         new = save_separator(tmp_path / "new.pt", current, "audio.dpmamba_xs", tiny)
-        assert torch.load(new, weights_only=False)["separator_format"] == 2
+        assert torch.load(new, weights_only=False)["separator_format"] == 3
         torch.testing.assert_close(load_separator(new)[0](x), current(x))
+
+
+def test_mamba_tasnet_checkpoints_with_projection_biases_load_as_trained(tmp_path: Path) -> None:
+    """Formats 1-2 hold Mamba-TasNet weights with biases on its 1x1 convs (the authors' and
+    today's have none); they must load, not fail on unexpected keys, and separate as before."""
+    tiny = {"n_filters": 16, "d_model": 16, "n_layers": 1, "d_state": 4}
+    torch.manual_seed(0)
+    legacy = ssmkit.create_model("audio.mamba_tasnet_xs", **tiny, projection_bias=True).eval()
+    with torch.no_grad():
+        legacy.bottleneck.bias.normal_()
+        legacy.mask_proj.bias.normal_()
+    assert {"bottleneck.bias", "mask_proj.bias"} <= set(legacy.state_dict())
+    x = torch.randn(1, 203)
+    for fmt in (None, 2):
+        payload = {"model": "audio.mamba_tasnet_xs", "model_kwargs": tiny,
+                   "state_dict": legacy.state_dict(), "sample_rate": 8000}  # fmt: skip
+        if fmt is not None:
+            payload["separator_format"] = fmt
+        torch.save(payload, tmp_path / f"old{fmt}.pt")
+        with torch.no_grad():
+            torch.testing.assert_close(load_separator(tmp_path / f"old{fmt}.pt")[0](x), legacy(x))
+    current = ssmkit.create_model("audio.mamba_tasnet_xs", **tiny)
+    new = save_separator(tmp_path / "new.pt", current, "audio.mamba_tasnet_xs", tiny)
+    assert "bottleneck.bias" not in torch.load(new, weights_only=False)["state_dict"]
+    assert load_separator(new)[0].bottleneck.bias is None

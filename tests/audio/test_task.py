@@ -41,7 +41,7 @@ def test_fit_learns_and_checkpoint_loads(tmp_path: Path) -> None:
     last = trainer.validate(task, datamodule=dm, verbose=False)[0]["val/si_snri"]
     assert last > first + 1.0, (first, last)
     ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
-    assert torch.load(ckpt, weights_only=False)["separator_format"] == 2
+    assert torch.load(ckpt, weights_only=False)["separator_format"] == 3
     model, rate = load_separator(ckpt, sample_rate=8000)
     x = torch.randn(1, 333)
     with torch.no_grad():
@@ -84,3 +84,22 @@ def test_lightning_checkpoints_from_before_the_dpmamba_wiring_fix_load_as_traine
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), legacy(x))
         torch.testing.assert_close(load_separator(path, sample_rate=8000)[0](x), legacy(x))
+
+
+def test_lightning_mamba_tasnet_checkpoints_with_projection_biases_load_as_trained(
+    tmp_path: Path,
+) -> None:
+    tiny = {"n_filters": 16, "d_model": 16, "n_layers": 1, "d_state": 4}
+    torch.manual_seed(0)
+    task = SeparationTask("audio.mamba_tasnet_xs", tiny)
+    task.model = legacy = SeparationTask(
+        "audio.mamba_tasnet_xs", tiny | {"projection_bias": True}
+    ).model.eval()
+    path = tmp_path / "format2.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "separator_format": 2, "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
+    loaded = SeparationTask.load_from_checkpoint(path).eval()
+    assert loaded.hparams.model_kwargs == tiny | {"projection_bias": True}
+    x = torch.randn(1, 203)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), legacy(x))
