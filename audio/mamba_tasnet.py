@@ -43,7 +43,7 @@ class MambaTasNet(MaskingTasNet):
             plateau ~200 steps sooner in a pilot (train SI-SNR 2.45 against 0.72 dB at step 300,
             seed 0); the default stays the published one.
         projection_bias: biases on the two 1x1 convs (bottleneck and mask). The authors' convs
-            have none (the default); ssmkit checkpoints written before 2026-11-24 have them, and
+            have none (the default); ssmkit checkpoints of formats 1-2 have them, and
             :func:`ssmkit.audio.separate.load_separator` rebuilds those with ``True``.
 
     Shapes: ``(B, T)`` or ``(B, 1, T)`` -> ``(B, n_src, T)``, any ``T >= 1``.
