@@ -29,27 +29,32 @@ from ssmkit.core import create_model
 from ssmkit.core.files import atomic_output
 from ssmkit.core.optional import require
 
-CHECKPOINT_FORMAT = 3
-"""Wiring version written into checkpoints (``"separator_format"``). 1, or no field: written
-before 2026-11-24, when DPMamba had a per-frame input LayerNorm and a residual around its intra
-path; 2: DPMamba as in the authors' configurations (global input LayerNorm, no intra skip);
-3: Mamba-TasNet's bottleneck and mask 1x1 convs without bias, as the authors'."""
+# Each change of a default wiring: (first checkpoint format with the new default, registry-name
+# prefix, constructor arguments that rebuild the old wiring).
+WIRING_CHANGES: tuple[tuple[int, str, dict[str, Any]], ...] = (
+    # DPMamba as in the authors' configurations: global input LayerNorm, no skip around intra
+    (2, "audio.dpmamba", {"input_norm": "cln", "skip_around_intra": True}),
+    # Mamba-TasNet's bottleneck and mask 1x1 convs without bias, as the authors'
+    (3, "audio.mamba_tasnet", {"projection_bias": True}),
+)
+CHECKPOINT_FORMAT = max(fmt for fmt, _, _ in WIRING_CHANGES)
+"""Wiring version written into checkpoints (``"separator_format"``); 1, or no field: written
+before the first entry of ``WIRING_CHANGES``."""
 
 
 def model_kwargs_for(name: str, kwargs: dict[str, Any], fmt: int) -> dict[str, Any]:
     """Constructor arguments that rebuild a checkpoint's model with the wiring it was trained with.
 
-    Checkpoints of format 1 hold DPMamba weights trained with ``input_norm="cln"`` and
-    ``skip_around_intra=True``; under today's defaults they would load without error and separate
-    badly, so those two arguments are put back unless the checkpoint names them itself. Those of
-    formats 1 and 2 hold Mamba-TasNet weights with biases on its two 1x1 convs
-    (``projection_bias=True``).
+    For every entry of ``WIRING_CHANGES`` newer than the checkpoint's format that names this
+    model, the old wiring's arguments are put back unless the checkpoint names them itself:
+    under today's defaults such weights would load without error and separate badly (DPMamba,
+    format 1) or fail on unexpected keys (Mamba-TasNet's biases, formats 1-2).
     """
-    if fmt < 2 and name.startswith("audio.dpmamba"):
-        return {"input_norm": "cln", "skip_around_intra": True} | dict(kwargs)
-    if fmt < 3 and name.startswith("audio.mamba_tasnet"):
-        return {"projection_bias": True} | dict(kwargs)
-    return dict(kwargs)
+    old_wiring: dict[str, Any] = {}
+    for changed_in, prefix, arguments in WIRING_CHANGES:
+        if fmt < changed_in and name.startswith(prefix):
+            old_wiring |= arguments
+    return old_wiring | dict(kwargs)
 
 
 def save_separator(
