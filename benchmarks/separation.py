@@ -154,33 +154,52 @@ def lr_factor(step: int, cpu_fraction: float) -> float:
 
 
 def train_one(
-    label: str, corpus: Path, budget_s: float, out: Path, seed: int, ckpt_every_s: float = 120.0
+    label: str,
+    corpus: Path,
+    budget_s: float,
+    out: Path,
+    seed: int,
+    ckpt_every_s: float = 120.0,
+    device: str = "cpu",
 ) -> None:
-    """Train one model for ``budget_s`` CPU seconds (1 thread); checkpoint + log every
-    ``ckpt_every_s`` CPU seconds and at the end (so a cut-short run still has a result)."""
+    """Train one model for ``budget_s`` seconds; checkpoint + log every ``ckpt_every_s`` seconds
+    and at the end (so a cut-short run still has a result).
+
+    On the CPU the budget is process CPU time of one thread. On a GPU (``device="cuda"``) it is
+    wall time from the end of the first step (which compiles and autotunes the kernels), with
+    four loader processes (per-index seeded mixtures) feeding the device; the recipe is the same.
+    """
     torch.set_num_threads(1)
     torch.manual_seed(seed)
+    gpu = device != "cpu"
+    clock = time.perf_counter if gpu else time.process_time
     import ssmkit
     from ssmkit.audio.data import DynamicMixtures
     from ssmkit.audio.metrics import pit_si_snr
     from ssmkit.audio.separate import save_separator
 
     name, kwargs = TRAIN_MODELS[label]
-    model = ssmkit.create_model(name, **kwargs)
-    data = DynamicMixtures(corpus / "train", RATE, segment=SEGMENT_S, epoch_size=10**9, seed=seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=BATCH)
+    model = ssmkit.create_model(name, **kwargs).to(device)
+    data = DynamicMixtures(corpus / "train", RATE, segment=SEGMENT_S, epoch_size=10**9, seed=seed,
+                           deterministic=gpu)  # fmt: skip
+    loader = torch.utils.data.DataLoader(data, batch_size=BATCH, num_workers=4 if gpu else 0,
+                                         pin_memory=gpu, persistent_workers=gpu)  # fmt: skip
     opt = torch.optim.Adam(model.parameters(), lr=LR)
-    log, step, start, next_ckpt, loads = [], 0, time.process_time(), ckpt_every_s, []
+    log, step, start, next_ckpt, loads = [], 0, clock(), ckpt_every_s, []
 
     def save(done: bool) -> None:
-        save_separator(out / f"{slug(label)}.pt", model, name, kwargs, RATE)
-        meta = {"label": label, "steps": step, "cpu_s": time.process_time() - start,
+        save_separator(out / f"{slug(label)}.pt", model.cpu(), name, kwargs, RATE)
+        model.to(device)
+        meta = {"label": label, "steps": step, "cpu_s": clock() - start, "device": device,
                 "loss": log, "params": sum(p.numel() for p in model.parameters()),
                 "done": done, "load_avg": loads, "recipe": recipe()}  # fmt: skip
+        if gpu:
+            meta["gpu"] = torch.cuda.get_device_name()
         write_text_atomic(out / f"{slug(label)}.json", json.dumps(meta))
 
     for mixture, sources in loader:
-        used = time.process_time() - start
+        mixture, sources = mixture.to(device, non_blocking=True), sources.to(device)
+        used = clock() - start
         for group in opt.param_groups:
             group["lr"] = LR * lr_factor(step, used / budget_s)
         loss = pit_si_snr(model(mixture), sources)
@@ -189,8 +208,10 @@ def train_one(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         step += 1
-        log.append(float(loss.detach()))
-        used = time.process_time() - start
+        log.append(float(loss.detach()))  # synchronises with the GPU
+        if gpu and step == 1:
+            start = clock()  # the budget starts after compilation and autotuning
+        used = clock() - start
         if step % 25 == 0:
             loads.append(os.getloadavg()[0])
             recent = statistics.mean(log[-25:])
@@ -317,32 +338,42 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure_one(label: str, seconds: float, repeats: int) -> dict:
+def measure_one(label: str, seconds: float, repeats: int, device: str = "cpu") -> dict:
     """In a fresh process (one thread, batch 1, no grad): median wall and CPU time of a forward
-    on ``seconds`` of audio, and the peak resident memory the forward adds.
+    on ``seconds`` of audio, and the peak memory the forward adds.
 
-    Memory: the kernel's peak-RSS mark is reset (``/proc/self/clear_refs`` = 5) after the model
-    and input exist and one short warm-up forward ran; ``VmHWM - VmRSS`` after the timed
+    CPU memory: the kernel's peak-RSS mark is reset (``/proc/self/clear_refs`` = 5) after the
+    model and input exist and one short warm-up forward ran; ``VmHWM - VmRSS`` after the timed
     forwards is the peak extra memory of the forward (activations, scan buffers, workspace).
+    On a GPU: synchronised wall time after a full-length warm-up forward (kernel compilation and
+    autotuning), and ``torch.cuda.max_memory_allocated`` above the allocation before the forwards.
     """
     import ssmkit
 
     torch.set_num_threads(1)
+    gpu = device != "cpu"
     name, kwargs = SPEED_MODELS[label]
-    model = ssmkit.create_model(name, **kwargs).eval()
-    x = torch.randn(1, int(seconds * RATE))
+    model = ssmkit.create_model(name, **kwargs).eval().to(device)
+    x = torch.randn(1, int(seconds * RATE), device=device)
     walls, cpus = [], []
     with torch.no_grad():
-        model(x[:, : RATE // 2])  # warm-up: lazy backend imports, allocator
-        base = _rss_mb("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")
+        model(x if gpu else x[:, : RATE // 2])  # warm-up: lazy imports, allocator, compilation
+        if gpu:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() / 2**20
+        else:
+            base = _rss_mb("VmRSS")
+            Path("/proc/self/clear_refs").write_text("5")
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.process_time()
             out = model(x)
+            if gpu:
+                torch.cuda.synchronize()
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
             del out
-        peak = _rss_mb("VmHWM")
+        peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else _rss_mb("VmHWM")
     return {
         "wall": statistics.median(walls),
         "cpu": statistics.median(cpus),
@@ -351,14 +382,16 @@ def measure_one(label: str, seconds: float, repeats: int) -> dict:
     }
 
 
-def speed_rows(lengths: list[float], repeats: int, timeout_s: float) -> list[str]:
+def speed_rows(
+    lengths: list[float], repeats: int, timeout_s: float, device: str = "cpu"
+) -> list[str]:
     """One fresh single-thread process per (length, model), one after another (so that the cells
     do not compete for cores); rows of the markdown table."""
     rows = []
     for seconds in lengths:
         for label in SPEED_MODELS:
             cmd = [sys.executable, __file__, "--measure-one", label, "--seconds", str(seconds),
-                   "--repeats", str(repeats)]  # fmt: skip
+                   "--repeats", str(repeats), "--device", device]  # fmt: skip
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -381,14 +414,31 @@ def speed_rows(lengths: list[float], repeats: int, timeout_s: float) -> list[str
     return rows
 
 
-def speed_section(lengths: list[float], repeats: int, timeout_s: float) -> list[str]:
-    rows = speed_rows(lengths, repeats, timeout_s)
+def speed_section(
+    lengths: list[float], repeats: int, timeout_s: float, device: str = "cpu"
+) -> list[str]:
+    rows = speed_rows(lengths, repeats, timeout_s, device)
     lengths_arg = " ".join(f"{s:g}" for s in lengths)
+    command = f"`ssmkit bench separation --speed-only --lengths {lengths_arg} --repeats {repeats}"
+    if device != "cpu":
+        return [
+            "## 3b. Inference throughput and memory vs length on a GPU (batch 1, no grad, 8 kHz)",
+            "",
+            f"{command} --device {device}`: {torch.cuda.get_device_name()}, torch"
+            f" {torch.__version__}; one fresh process per cell; synchronised wall time, median of"
+            " the repeats after a full-length warm-up forward (compilation, autotuning);"
+            " published sizes. Memory = peak CUDA allocation the forward adds above the loaded"
+            " model and input. The `audio s / CPU s` column is the host process's CPU time.",
+            "",
+            "| length | model | audio s / wall s | audio s / CPU s | wall s | peak memory (MB) |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
     load = os.getloadavg()
     return [
         "## 3. Inference throughput and memory vs length (one thread, batch 1, no grad, 8 kHz)",
         "",
-        f"`ssmkit bench separation --speed-only --lengths {lengths_arg} --repeats {repeats}`: one"
+        f"{command}`: one"
         " fresh process per cell, run one after another; median of the repeats; published sizes."
         " Throughput = seconds of audio per second (wall, and per process-CPU second). Memory ="
         " peak RSS the forward adds above the loaded model (peak-RSS mark reset before the"
@@ -494,6 +544,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=None, help="checkpoints (default: temp)")
     parser.add_argument("--budget-min", type=float, default=12.0, help="CPU minutes per model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu",
+                        help="cuda: --train-one / --speed-only on a GPU (budgets in wall time)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="training runs at a time (default: one per core)")  # fmt: skip
     parser.add_argument("--lengths", type=float, nargs="+", default=[10.0, 60.0])
@@ -512,7 +564,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_one:
-        train_one(args.train_one, args.corpus, args.budget_min * 60, args.runs, args.seed)
+        train_one(args.train_one, args.corpus, args.budget_min * 60, args.runs, args.seed,
+                  device=args.device)  # fmt: skip
         return
     if args.eval_one:
         eval_one(args.eval_one, args.runs, args.corpus, args.limit or None)
@@ -521,7 +574,7 @@ def main() -> None:
         training_table(args.runs, args.corpus, args.limit or None)
         return
     if args.measure_one:
-        print(json.dumps(measure_one(args.measure_one, args.seconds, args.repeats)))
+        print(json.dumps(measure_one(args.measure_one, args.seconds, args.repeats, args.device)))
         return
     if args.profile_one:
         print(json.dumps(profile_one(args.profile_one, args.repeats)))
@@ -531,9 +584,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / ("separation_quick.md" if args.quick else "separation.md")
     if args.speed_only:
-        section = speed_section(args.lengths, args.repeats, args.cell_timeout)
+        section = speed_section(args.lengths, args.repeats, args.cell_timeout, args.device)
         print("\n".join(section))
-        replace_section(out, "3. Inference", section)
+        replace_section(out, "3b." if args.device != "cpu" else "3. Inference", section)
         return
     if args.profile_only:
         section = profile_section(args.repeats)
