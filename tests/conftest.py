@@ -21,10 +21,11 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Without a GPU, Triton kernels are tested in its CPU interpreter. Triton reads this when a kernel
-# is decorated, so it must be set before any ssmkit Triton module is imported.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# Triton kernels are tested in its CPU interpreter on CPU tensors, on a GPU machine too (the
+# kernel tests build CPU tensors; `ssmkit bench scan_gpu` checks and times the compiled kernels on
+# a GPU). Set TRITON_INTERPRET=0 to run the tests that support it on CUDA tensors. Triton reads
+# this when a kernel is decorated, so it must be set before any ssmkit Triton module is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

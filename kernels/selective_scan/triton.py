@@ -229,8 +229,7 @@ def _forward_kernel(
         h = tl.load(h0_ptr + pid_b * E * N + state_offsets, mask=mask_en, other=0.0)
     else:
         h = tl.zeros((BLOCK_E, BLOCK_N), dtype=tl.float32)
-    for tile in range(0, tl.cdiv(L, T)):
-        start = tile * T
+    for start in range(0, L, T):
         tt = start + t
         mask_t = tt < L
         mask_et = mask_e[:, None] & mask_t[None, :]
@@ -317,9 +316,9 @@ def _backward_kernel(
     # carry: gradient reaching the state before the current tile's successor, a_{t+1} g_{t+1}
     carry = tl.load(dlast_ptr + pid_b * E * N + state_offsets, mask=mask_en, other=0.0)
     dA = tl.zeros((BLOCK_E, BLOCK_N), dtype=tl.float32)
-    n_tiles = tl.cdiv(L, T)
-    for back in range(0, n_tiles):
-        start = (n_tiles - 1 - back) * T
+    last_start = ((L - 1) // T) * T
+    for back in range(0, L, T):
+        start = last_start - back
         tt = start + t
         mask_t = tt < L
         mask_et = mask_e[:, None] & mask_t[None, :]
