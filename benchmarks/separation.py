@@ -13,6 +13,9 @@
 
     ssmkit bench separation [--quick] [--corpus DIR] [--budget-min 12] [--runs DIR]
     ssmkit bench separation --speed-only [--lengths 10 60] [--repeats 3]   # part 3 only
+
+On a GPU: ``--train-one LABEL --device cuda`` trains one model for ``--budget-min`` minutes of
+GPU wall time, ``--speed-only --device cuda`` writes part 3b.
 """
 
 from __future__ import annotations
