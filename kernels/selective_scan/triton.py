@@ -172,6 +172,52 @@ def _decay(dt, A, keep_ptr, keep_row, tt, mask_t, HAS_KEEP: tl.constexpr):
     return decay
 
 
+@triton.jit
+def _program_layout(
+    A_ptr,
+    E,
+    N,
+    L,
+    G,
+    PER_GROUP,
+    N_STATES,
+    BLOCK_N: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    T: tl.constexpr,
+    ONE_GROUP: tl.constexpr,
+):
+    """This program's channels, masks, offsets and A (shared by the forward and backward).
+
+    Returns pid_b (int64: offsets past 2**31 elements at long L), e (BLOCK_E,), t (T,), mask_e,
+    mask_en (BLOCK_E, BLOCK_N), state_offsets into an (E, N) slab, A (BLOCK_E, BLOCK_N), row
+    (BLOCK_E,) start of each channel's time series, keep_row, bc_row with mask_bc (B/C rows:
+    (BLOCK_N,) if ONE_GROUP else (BLOCK_E, BLOCK_N)) and state_row (the batch row's first stored
+    state in the (B, N_STATES, E, N) buffer).
+    """
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_e = tl.program_id(1)
+    e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+    n = tl.arange(0, BLOCK_N)
+    t = tl.arange(0, T)
+    mask_e = e < E
+    mask_n = n < N
+    mask_en = mask_e[:, None] & mask_n[None, :]
+    state_offsets = e[:, None] * N + n[None, :]
+    A = tl.load(A_ptr + state_offsets, mask=mask_en, other=0.0)
+    row = (pid_b * E + e) * L
+    if ONE_GROUP:
+        group = (pid_e * BLOCK_E) // PER_GROUP
+        bc_row = ((pid_b * G + group) * N + n) * L
+        mask_bc = mask_n
+    else:
+        bc_row = ((pid_b * G + e // PER_GROUP)[:, None] * N + n[None, :]) * L
+        mask_bc = mask_en
+    return (
+        pid_b, e, t, mask_e, mask_en, state_offsets, A, row, pid_b * L, bc_row, mask_bc,
+        pid_b * N_STATES,
+    )  # fmt: skip
+
+
 @triton.autotune(
     configs=_configs(),
     key=["E", "N", "G", "L_BUCKET"],
@@ -205,26 +251,9 @@ def _forward_kernel(
     T: tl.constexpr,
     ONE_GROUP: tl.constexpr,
 ):
-    pid_b = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at long L
-    pid_e = tl.program_id(1)
-    e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-    n = tl.arange(0, BLOCK_N)
-    t = tl.arange(0, T)
-    mask_e = e < E
-    mask_n = n < N
-    mask_en = mask_e[:, None] & mask_n[None, :]
-    state_offsets = e[:, None] * N + n[None, :]  # (BLOCK_E, BLOCK_N) into an (E, N) slab
-    A = tl.load(A_ptr + state_offsets, mask=mask_en, other=0.0)
-    row = (pid_b * E + e) * L  # (BLOCK_E,) start of each channel's time series, int64
-    keep_row = pid_b * L
-    if ONE_GROUP:
-        group = (pid_e * BLOCK_E) // PER_GROUP
-        bc_row = ((pid_b * G + group) * N + n) * L  # (BLOCK_N,)
-        mask_bc = mask_n
-    else:
-        bc_row = ((pid_b * G + e // PER_GROUP)[:, None] * N + n[None, :]) * L
-        mask_bc = mask_en
-    state_row = pid_b * N_STATES  # first stored state of this batch row (N_STATES, E, N)
+    pid_b, e, t, mask_e, mask_en, state_offsets, A, row, keep_row, bc_row, mask_bc, state_row = (
+        _program_layout(A_ptr, E, N, L, G, PER_GROUP, N_STATES, BLOCK_N, BLOCK_E, T, ONE_GROUP)
+    )
     if HAS_H0:
         h = tl.load(h0_ptr + pid_b * E * N + state_offsets, mask=mask_en, other=0.0)
     else:
@@ -293,26 +322,9 @@ def _backward_kernel(
     T: tl.constexpr,
     ONE_GROUP: tl.constexpr,
 ):
-    pid_b = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at long L
-    pid_e = tl.program_id(1)
-    e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-    n = tl.arange(0, BLOCK_N)
-    t = tl.arange(0, T)
-    mask_e = e < E
-    mask_n = n < N
-    mask_en = mask_e[:, None] & mask_n[None, :]
-    state_offsets = e[:, None] * N + n[None, :]
-    A = tl.load(A_ptr + state_offsets, mask=mask_en, other=0.0)
-    row = (pid_b * E + e) * L
-    keep_row = pid_b * L
-    if ONE_GROUP:
-        group = (pid_e * BLOCK_E) // PER_GROUP
-        bc_row = ((pid_b * G + group) * N + n) * L  # (BLOCK_N,)
-        mask_bc = mask_n
-    else:
-        bc_row = ((pid_b * G + e // PER_GROUP)[:, None] * N + n[None, :]) * L
-        mask_bc = mask_en
-    state_row = pid_b * N_STATES  # first stored state of this batch row (N_STATES, E, N)
+    pid_b, e, t, mask_e, mask_en, state_offsets, A, row, keep_row, bc_row, mask_bc, state_row = (
+        _program_layout(A_ptr, E, N, L, G, PER_GROUP, N_STATES, BLOCK_N, BLOCK_E, T, ONE_GROUP)
+    )
     # carry: gradient reaching the state before the current tile's successor, a_{t+1} g_{t+1}
     carry = tl.load(dlast_ptr + pid_b * E * N + state_offsets, mask=mask_en, other=0.0)
     dA = tl.zeros((BLOCK_E, BLOCK_N), dtype=tl.float32)
