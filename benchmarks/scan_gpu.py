@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,13 +55,8 @@ def gpu_ms(fn: Call) -> float:
 
 
 def cpu_ms(fn: Call, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    """Median host-clock ms of ``repeats`` calls after a warm-up (the CPU benchmark's timer)."""
+    return _load_cpu_benchmark().median_time(fn, repeats).seconds * 1e3
 
 
 def copy_gbs() -> float:
@@ -201,7 +195,7 @@ def missing(name: str) -> Callable[[dict], Call]:
 # --------------------------------------------------------------------------- operators
 
 
-def selective_scan_section(quick: bool) -> tuple[str, str, list]:
+def selective_scan_section(quick: bool) -> tuple[str, str, str, list]:
     from ssmkit.kernels import selective_scan
 
     shapes = [(2, 1024, 256, 16)] if quick else [(2, 1024, 256, 16), (1, 8192, 512, 16),
@@ -264,10 +258,10 @@ def selective_scan_section(quick: bool) -> tuple[str, str, list]:
         "computes a comparable scan (its pscan over (B, L, E, N) states, one B/C group) with "
         "gate and softplus, as a same-run peer, not as a check."
     )
-    return "selective_scan (Mamba-1)", intro + "\n\nshape = (B, L, D, N)", sections
+    return "selective_scan (Mamba-1)", intro, "(B, L, D, N)", sections
 
 
-def ssd_scan_section(quick: bool) -> tuple[str, str, list]:
+def ssd_scan_section(quick: bool) -> tuple[str, str, str, list]:
     from ssmkit.kernels import ssd_scan
 
     scan_bench = _load_cpu_benchmark()
@@ -319,10 +313,10 @@ def ssd_scan_section(quick: bool) -> tuple[str, str, list]:
         f"(b, l, 1, n), D, initial state; chunk {chunk}; fp32. The listing row is the SSD paper's "
         "minimal listing (without z, D, h0) as a same-run peer."
     )
-    return "ssd_scan (Mamba-2 SSD)", intro + "\n\nshape = (b, l, h, p, n)", sections
+    return "ssd_scan (Mamba-2 SSD)", intro, "(b, l, h, p, n)", sections
 
 
-def diag_scan_section(quick: bool) -> tuple[str, str, list]:
+def diag_scan_section(quick: bool) -> tuple[str, str, str, list]:
     from ssmkit.kernels import diag_scan
 
     shapes = [(4, 2048, 64)] if quick else [(4, 2048, 64), (2, 2048, 4096), (16, 8192, 1024)]
@@ -355,10 +349,10 @@ def diag_scan_section(quick: bool) -> tuple[str, str, list]:
     sections = run_section(shapes, make, lambda x: check(full, x), impls,
                            lambda b, n, s: 4 * 3 * b * n * s)  # fmt: skip
     intro = "a, b (B, L, S) real fp32, initial state h0 (B, S)."
-    return "diag_scan (h_t = a_t h_{t-1} + b_t)", intro + "\n\nshape = (B, L, S)", sections
+    return "diag_scan (h_t = a_t h_{t-1} + b_t)", intro, "(B, L, S)", sections
 
 
-def cross_scan_section(quick: bool) -> tuple[str, str, list]:
+def cross_scan_section(quick: bool) -> tuple[str, str, str, list]:
     from ssmkit.kernels import cross_merge, cross_scan
 
     shapes = [(8, 96, 56, 56)] if quick else [(8, 96, 56, 56), (32, 192, 28, 28)]
@@ -388,9 +382,10 @@ def cross_scan_section(quick: bool) -> tuple[str, str, list]:
         "VMamba's four orders: cross_scan (B, C, H, W) -> (B, 4, C, H*W), a scaling, then "
         "cross_merge back; fp32. GB/s counts the scan and merge traffic."
     )
-    return "cross_scan + cross_merge (VMamba)", intro + "\n\nshape = (B, C, H, W)", sections
+    return "cross_scan + cross_merge (VMamba)", intro, "(B, C, H, W)", sections
 
 
+@functools.cache
 def _load_cpu_benchmark():
     spec = importlib.util.spec_from_file_location(
         "ssmkit_bench_scan", Path(__file__).with_name("scan.py")
@@ -430,9 +425,8 @@ def main() -> None:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     blocks = []
     for name in args.sections:
-        title, intro, sections = SECTIONS[name](args.quick)
-        blocks.append(table(title, intro.split("\n\nshape = ")[0], "= " + intro.split(
-            "\n\nshape = ")[1], sections, copy))  # fmt: skip
+        title, intro, shape, sections = SECTIONS[name](args.quick)
+        blocks.append(table(title, intro, "= " + shape, sections, copy))
     import triton
 
     props = torch.cuda.get_device_properties(0)
