@@ -39,7 +39,8 @@ import warnings
 
 import torch
 
-from ssmkit.kernels.selective_scan.native import _build, _ptr
+from ssmkit.kernels._native_build import _FLAG_SETS, _build
+from ssmkit.kernels.selective_scan.native import _ptr
 
 LANES = 16  # channels per block (one AVX-512 vector)
 
@@ -363,15 +364,6 @@ CHUNK = 1024
 def _chunk(length: int) -> int:
     count = max(1, round(length / CHUNK))
     return -(-length // count)
-
-
-# -fopenmp first: the kernels then run on the process's OpenMP pool (torch's libgomp); without it
-# they are split over Python threads.
-_FLAG_SETS = (
-    ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"],
-    ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
-    ["-O3", "-fopenmp-simd", "-fno-math-errno"],
-)
 
 
 def _load(library: ctypes.CDLL) -> ctypes.CDLL:

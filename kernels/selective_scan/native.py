@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
 import subprocess
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
+
+from ssmkit.kernels._native_build import _FLAG_SETS, _build
 
 CHUNK = 64
 
@@ -715,73 +712,7 @@ void ss_backward_par(const float* u, const float* dt, const float* A, const floa
 }
 """
 
-# -fopenmp first: the channel split then runs on the process's OpenMP pool (torch's libgomp, the
-# threads that just ran the surrounding ops); without it, on Python threads.
-_FLAG_SETS = (
-    ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"],
-    ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
-    ["-O3", "-fopenmp-simd", "-fno-math-errno"],
-)
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("SSMKIT_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    path = Path(base) / "ssmkit" if base else Path.home() / ".cache" / "ssmkit"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    except OSError:
-        fallback = Path(tempfile.gettempdir()) / "ssmkit"
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
-
-
-def _build(
-    source: str = _SOURCE,
-    names: tuple[str, ...] = ("ss_forward", "ss_backward", "ss_forward_par", "ss_backward_par"),
-    stem: str = "selective_scan",
-    flag_sets: tuple[list[str], ...] = _FLAG_SETS,
-) -> ctypes.CDLL:
-    """Compile ``source`` to a shared library (cached by a hash of source, compiler and flags)."""
-    compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
-    if compiler is None:
-        raise RuntimeError("no C compiler found (set CC or install gcc)")
-    folder = _cache_dir()
-    errors = []
-    for flags in flag_sets:
-        key = hashlib.sha256(
-            "\0".join([source, compiler, platform.machine(), *flags]).encode()
-        ).hexdigest()[:16]
-        target = folder / f"{stem}_{key}.so"
-        if not target.exists():
-            with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                source_file = Path(tmp) / f"{stem}.c"
-                source_file.write_text(source)
-                built = Path(tmp) / f"{stem}.so"
-                cmd = [
-                    compiler,
-                    *flags,
-                    "-shared",
-                    "-fPIC",
-                    "-o",
-                    str(built),
-                    str(source_file),
-                    "-lm",
-                ]
-                try:
-                    result = subprocess.run(cmd, capture_output=True, text=True)
-                except OSError as error:
-                    errors.append(f"{' '.join(cmd)}: {error}")
-                    continue
-                if result.returncode != 0:
-                    errors.append(f"{' '.join(cmd)}: {result.stderr.strip()[:500]}")
-                    continue
-                os.replace(built, target)  # atomic: concurrent builders never see half a file
-        library = ctypes.CDLL(str(target))
-        for name in names:
-            getattr(library, name).restype = None
-        return library
-    raise RuntimeError("; ".join(errors))
+_NAMES = ("ss_forward", "ss_backward", "ss_forward_par", "ss_backward_par")
 
 
 @functools.cache
@@ -793,7 +724,7 @@ def native_library() -> ctypes.CDLL | None:
     if os.environ.get("SSMKIT_NATIVE", "1") == "0":
         return None
     try:
-        library = _build()
+        library = _build(_SOURCE, _NAMES, "selective_scan", _FLAG_SETS)
         library.ss_openmp.restype = ctypes.c_int64
         return library
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:

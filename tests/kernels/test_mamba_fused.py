@@ -169,7 +169,7 @@ def test_other_builds_match(
 ) -> None:
     """The plain-C path (what machines without AVX-512 run) and a build without OpenMP (then on
     one thread) give the same result."""
-    portable = fused._load(native._build(fused._SOURCE, fused._NAMES, "mamba_fused_test", (flags,)))
+    portable = fused._load(fused._build(fused._SOURCE, fused._NAMES, "mamba_fused_test", (flags,)))
     assert not portable.mf_openmp()
     monkeypatch.setattr(fused, "fused_library", lambda: portable)
     channels = 20

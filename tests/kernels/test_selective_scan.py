@@ -416,7 +416,12 @@ def _native_or_skip() -> object:
 
 def _use_kernel_without_openmp(native: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """Build the kernel without OpenMP (channels then split over Python threads) and use it."""
-    library = native._build(flag_sets=(["-O3", "-fopenmp-simd", "-fno-math-errno"],))
+    library = native._build(
+        native._SOURCE,
+        native._NAMES,
+        "selective_scan",
+        (["-O3", "-fopenmp-simd", "-fno-math-errno"],),
+    )
     library.ss_openmp.restype = ctypes.c_int64
     assert not library.ss_openmp()
     cpu = importlib.import_module("ssmkit.kernels.selective_scan.cpu")

@@ -1,0 +1,308 @@
+"""Depthwise causal Conv1d (+ SiLU), native CPU kernel: C compiled on first use, called via ctypes.
+
+The short conv before every Mamba scan (Gu & Dao 2023, https://arxiv.org/abs/2312.00752),
+written as a correlation with a start offset ``o``:
+
+    pre_t = bias + sum_{j<K} v[j] x_{t+o+j},   causal: v = w, o = -(K-1);  reverse: v = flip(w), o = 0
+
+with x read as zero outside [0, L). The interior t (every tap inside [0, L)) is one
+``#pragma omp simd`` loop over t with the K taps in registers (K = 2, 3, 4 unrolled); the at most
+K-1 edge positions on each side run a bounds-checked scalar loop, so x is never padded or copied.
+The backward recomputes ``pre``, forms ``dpre = dy silu'(pre)`` (``silu' = s (1 + p (1 - s))``),
+and gets ``dx`` as the same correlation of ``dpre`` with the flipped kernel and offset
+``-o-(K-1)`` (the adjoint), ``dv[j] = sum_t dpre_t x_{t+o+j}`` and ``dbias = sum_t dpre_t``.
+Loops run channel-outer, batch-inner, so a channel's weight and bias gradients belong to one
+thread (OpenMP over channels on ``torch.get_num_threads()`` threads; Python threads when the
+library builds without OpenMP). ``SSMKIT_NATIVE=0`` disables it (the reference then runs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import warnings
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ssmkit.kernels._native_build import _FLAG_SETS, _build
+from ssmkit.kernels.selective_scan.native import _parts, _ptr, _run_parts
+
+__all__ = ["NativeDepthwiseConv", "native_library"]
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+/* exp(x) = 2^k exp(r), k = round(x / ln2), r = x - k ln2 (Cody-Waite), degree-6 polynomial:
+   branch-free so loops over it vectorise. */
+static inline float dc_exp(float x) {
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float kf = xc * 1.44269504088896341f + 12582912.0f;
+    kf = kf - 12582912.0f;
+    float r = xc - kf * 0.693359375f;
+    r = r + kf * 2.12194440e-4f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)kf + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(float));
+    return p * scale;
+}
+
+/* sigmoid from exp(-|x|) (no overflow either side) */
+static inline float dc_sigmoid(float x) {
+    float e = dc_exp(-fabsf(x));
+    float r = 1.0f / (1.0f + e);
+    return x >= 0.0f ? r : e * r;
+}
+
+/* out_t = act(b + sum_{j<K} v[j] x_{t+o+j}), x zero outside [0, L). Interior [lo, hi) has every
+   tap in range; K and silu are constants after inlining at the call sites below. */
+static inline void corr_row(const float* x, const float* v, int64_t K, int64_t o, float b,
+                            int64_t silu, int64_t L, float* out) {
+    int64_t lo = -o < 0 ? 0 : -o;
+    if (lo > L) lo = L;
+    int64_t hi = L - o - (K - 1);
+    if (hi < lo) hi = lo;
+    if (hi > L) hi = L;
+    for (int64_t t = 0; t < L; ++t) {
+        if (t == lo) t = hi;  /* skip the interior */
+        if (t >= L) break;
+        float acc = b;
+        for (int64_t j = 0; j < K; ++j) {
+            int64_t i = t + o + j;
+            if (i >= 0 && i < L) acc += v[j] * x[i];
+        }
+        out[t] = silu ? acc * dc_sigmoid(acc) : acc;
+    }
+    const float* xs = x + lo + o;  /* lo + o >= 0 */
+    #pragma omp simd
+    for (int64_t t = lo; t < hi; ++t) {
+        float acc = b;
+        for (int64_t j = 0; j < K; ++j) acc += v[j] * xs[t - lo + j];
+        out[t] = silu ? acc * dc_sigmoid(acc) : acc;
+    }
+}
+
+static void corr_any(const float* x, const float* v, int64_t K, int64_t o, float b,
+                     int64_t silu, int64_t L, float* out) {
+#define DC_CASE(KK)                                                                   \
+    if (K == KK) {                                                                    \
+        if (silu) corr_row(x, v, KK, o, b, 1, L, out);                                \
+        else corr_row(x, v, KK, o, b, 0, L, out);                                     \
+        return;                                                                       \
+    }
+    DC_CASE(4)
+    DC_CASE(3)
+    DC_CASE(2)
+#undef DC_CASE
+    if (silu) corr_row(x, v, K, o, b, 1, L, out);
+    else corr_row(x, v, K, o, b, 0, L, out);
+}
+
+/* the taps in correlation order: v = w (causal) or flip(w) (reverse) */
+static inline void taps(const float* w, int64_t c, int64_t K, int64_t rev, float* v) {
+    for (int64_t j = 0; j < K; ++j) v[j] = w[c * K + (rev ? K - 1 - j : j)];
+}
+
+/* x, y: (B, C, L) contiguous; w: (C, 1, K); bias: (C,) or NULL. Channels [c0, c1). */
+void dc_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,
+                int64_t C, int64_t L, int64_t K, int64_t rev, int64_t silu, int64_t c0,
+                int64_t c1) {
+    float* v = (float*)malloc(sizeof(float) * K);
+    const int64_t o = rev ? 0 : -(K - 1);
+    for (int64_t c = c0; c < c1; ++c) {
+        taps(w, c, K, rev, v);
+        const float b = bias ? bias[c] : 0.0f;
+        for (int64_t n = 0; n < B; ++n) {
+            const int64_t row = (n * C + c) * L;
+            corr_any(x + row, v, K, o, b, silu, L, y + row);
+        }
+    }
+    free(v);
+}
+
+/* dy: (B, C, L) contiguous; dx: (B, C, L); dw: (C, 1, K); db: (C,) (written even when bias is
+   NULL, then unused). Channels [c0, c1). */
+void dc_backward(const float* x, const float* w, const float* bias, const float* dy, float* dx,
+                 float* dw, float* db, int64_t B, int64_t C, int64_t L, int64_t K, int64_t rev,
+                 int64_t silu, int64_t c0, int64_t c1) {
+    float* work = (float*)malloc(sizeof(float) * (3 * K + L));
+    float *v = work, *vf = v + K, *dv = vf + K, *g = dv + K;
+    const int64_t o = rev ? 0 : -(K - 1), oa = -o - (K - 1);
+    for (int64_t c = c0; c < c1; ++c) {
+        taps(w, c, K, rev, v);
+        for (int64_t j = 0; j < K; ++j) {
+            vf[j] = v[K - 1 - j];
+            dv[j] = 0.0f;
+        }
+        const float b = bias ? bias[c] : 0.0f;
+        float dbc = 0.0f;
+        for (int64_t n = 0; n < B; ++n) {
+            const int64_t row = (n * C + c) * L;
+            const float *xr = x + row, *dyr = dy + row;
+            if (silu) {
+                corr_any(xr, v, K, o, b, 0, L, g);  /* pre-activation */
+                #pragma omp simd
+                for (int64_t t = 0; t < L; ++t) {
+                    const float p = g[t], s = dc_sigmoid(p);
+                    g[t] = dyr[t] * s * (1.0f + p * (1.0f - s));
+                }
+            } else {
+                memcpy(g, dyr, sizeof(float) * L);
+            }
+            float sum = 0.0f;
+            #pragma omp simd reduction(+:sum)
+            for (int64_t t = 0; t < L; ++t) sum += g[t];
+            dbc += sum;
+            /* dv[j] = sum_t g_t x_{t+o+j} over t with t+o+j in [0, L) */
+            for (int64_t j = 0; j < K; ++j) {
+                int64_t t0 = -(o + j) > 0 ? -(o + j) : 0, t1 = L - (o + j) < L ? L - (o + j) : L;
+                const float* xs = xr + o + j + t0;  /* o + j + t0 >= 0 */
+                float acc = 0.0f;
+                #pragma omp simd reduction(+:acc)
+                for (int64_t t = t0; t < t1; ++t) acc += g[t] * xs[t - t0];
+                dv[j] += acc;
+            }
+            corr_any(g, vf, K, oa, 0.0f, 0, L, dx + row);  /* the adjoint correlation */
+        }
+        for (int64_t j = 0; j < K; ++j) dw[c * K + (rev ? K - 1 - j : j)] = dv[j];
+        db[c] = dbc;
+    }
+    free(work);
+}
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+int64_t dc_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* the same over all C channels on nthreads OpenMP threads (a channel's dw/db: one thread) */
+void dc_forward_par(const float* x, const float* w, const float* bias, float* y, int64_t B,
+                    int64_t C, int64_t L, int64_t K, int64_t rev, int64_t silu,
+                    int64_t nthreads) {
+#ifdef _OPENMP
+    #pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        dc_forward(x, w, bias, y, B, C, L, K, rev, silu, C * tid / nt, C * (tid + 1) / nt);
+    }
+#else
+    (void)nthreads;
+    dc_forward(x, w, bias, y, B, C, L, K, rev, silu, 0, C);
+#endif
+}
+
+void dc_backward_par(const float* x, const float* w, const float* bias, const float* dy,
+                     float* dx, float* dw, float* db, int64_t B, int64_t C, int64_t L, int64_t K,
+                     int64_t rev, int64_t silu, int64_t nthreads) {
+#ifdef _OPENMP
+    #pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        dc_backward(x, w, bias, dy, dx, dw, db, B, C, L, K, rev, silu, C * tid / nt,
+                    C * (tid + 1) / nt);
+    }
+#else
+    (void)nthreads;
+    dc_backward(x, w, bias, dy, dx, dw, db, B, C, L, K, rev, silu, 0, C);
+#endif
+}
+"""
+
+_NAMES = ("dc_forward", "dc_backward", "dc_forward_par", "dc_backward_par")
+
+
+@functools.cache
+def native_library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None (with one warning) when it cannot be built.
+
+    ``SSMKIT_NATIVE=0`` disables it (the reference then runs).
+    """
+    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
+        return None
+    try:
+        library = _build(_SOURCE, _NAMES, "depthwise_conv", _FLAG_SETS)
+        library.dc_openmp.restype = ctypes.c_int64
+        return library
+    except (OSError, RuntimeError) as error:
+        warnings.warn(
+            f"depthwise_causal_conv1d: could not build the native CPU kernel ({error}); using "
+            "F.conv1d. Install a C compiler (gcc/clang) to get it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _run(
+    library: ctypes.CDLL, name: str, pointers: list[ctypes.c_void_p], dims: tuple[int, ...]
+) -> None:
+    """Run ``dc_<name>`` over all channels: inside OpenMP, or split over Python threads."""
+    channels = dims[1]
+    parts = _parts(channels)
+    if library.dc_openmp() and len(parts) > 1:
+        getattr(library, f"dc_{name}_par")(*pointers, *map(ctypes.c_int64, (*dims, len(parts))))
+        return
+    _run_parts(
+        getattr(library, f"dc_{name}"),
+        parts,
+        lambda i, lo, hi: (*pointers, *map(ctypes.c_int64, (*dims, lo, hi))),
+    )
+
+
+class NativeDepthwiseConv(torch.autograd.Function):
+    """``act(depthwise_conv(x))`` in C (fp32, contiguous CPU tensors), with its own backward.
+
+    Inputs: x ``(B, C, L)``, weight ``(C, 1, K)``, bias ``(C,)`` or None, ``reverse`` (bool,
+    anti-causal), ``silu`` (bool). Output ``(B, C, L)``. Gradients for x, weight and bias.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        reverse: bool,
+        silu: bool,
+    ) -> torch.Tensor:
+        library = native_library()
+        x, weight = x.contiguous(), weight.contiguous()
+        bias = None if bias is None else bias.contiguous()
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        dims = (*x.shape, weight.shape[-1], int(reverse), int(silu))
+        _run(library, "forward", [_ptr(x), _ptr(weight), _ptr(bias), _ptr(y)], dims)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.flags = (int(reverse), int(silu))
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        library = native_library()
+        x, weight, bias = ctx.saved_tensors
+        dy = dy.contiguous()
+        dx = torch.empty_like(x)
+        dweight = torch.empty_like(weight)
+        dbias = torch.empty(weight.shape[0], dtype=weight.dtype)
+        pointers = [_ptr(t) for t in (x, weight, bias, dy, dx, dweight, dbias)]
+        _run(library, "backward", pointers, (*x.shape, weight.shape[-1], *ctx.flags))
+        return dx, dweight, None if bias is None else dbias, None, None
