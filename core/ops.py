@@ -13,6 +13,8 @@ kernels themselves and in ``INTERFACES.md``:
   Mamba-2 chunked state-space duality.
 - ``diag_scan(a, b, initial_state=None, resets=None, reset_value=None, reverse=False)``:
   ``h_t = a_t * h_{t-1} + b_t`` (real or complex).
+- ``depthwise_causal_conv1d(x, weight, bias=None, *, activation=None, reverse=False)``: the
+  short depthwise causal (or anti-causal) conv, optionally with a fused SiLU.
 - ``fft_conv(u, k, bidirectional=False)``: long causal / bidirectional convolution.
 - ``cross_scan``, ``cross_merge``, ``cross_scan_3d``, ``cross_merge_3d``, ``scan_permutation``,
   ``scan_permutation_3d``: 2-D / 3-D scan orders and their exact adjoints.
@@ -28,6 +30,7 @@ from ssmkit.kernels.cross_scan import (
     scan_permutation,
     scan_permutation_3d,
 )
+from ssmkit.kernels.depthwise_conv import depthwise_causal_conv1d
 from ssmkit.kernels.diag_scan import diag_scan
 from ssmkit.kernels.fft_conv import fft_conv
 from ssmkit.kernels.selective_scan import selective_scan
@@ -38,6 +41,7 @@ __all__ = [
     "cross_merge_3d",
     "cross_scan",
     "cross_scan_3d",
+    "depthwise_causal_conv1d",
     "diag_scan",
     "fft_conv",
     "scan_permutation",

@@ -14,6 +14,7 @@ from ssmkit.kernels.cross_scan import (
     scan_permutation,
     scan_permutation_3d,
 )
+from ssmkit.kernels.depthwise_conv import depthwise_causal_conv1d
 from ssmkit.kernels.diag_scan import diag_scan
 from ssmkit.kernels.fft_conv import fft_conv
 from ssmkit.kernels.selective_scan import selective_scan
@@ -24,6 +25,7 @@ __all__ = [
     "cross_merge_3d",
     "cross_scan",
     "cross_scan_3d",
+    "depthwise_causal_conv1d",
     "diag_scan",
     "fft_conv",
     "scan_permutation",

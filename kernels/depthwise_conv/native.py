@@ -58,17 +58,29 @@ static inline float dc_exp(float x) {
     return p * scale;
 }
 
-/* sigmoid from exp(-|x|) (no overflow either side) */
-static inline float dc_sigmoid(float x) {
-    float e = dc_exp(-fabsf(x));
-    float r = 1.0f / (1.0f + e);
-    return x >= 0.0f ? r : e * r;
+/* sigmoid: exp(-x) is clamped to [exp(-88), exp(87)], so no inf/nan either side */
+static inline float dc_sigmoid(float x) { return 1.0f / (1.0f + dc_exp(-x)); }
+
+/* y = silu(y) over n contiguous elements, in place */
+static inline void silu_span(float* y, int64_t n) {
+    #pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] * dc_sigmoid(y[i]);
 }
 
-/* out_t = act(b + sum_{j<K} v[j] x_{t+o+j}), x zero outside [0, L). Interior [lo, hi) has every
-   tap in range; K and silu are constants after inlining at the call sites below. */
+/* g = dy silu'(g) over n contiguous elements, in place (g holds the pre-activation):
+   silu'(p) = s (1 + p (1 - s)), s = sigmoid(p) */
+static inline void silu_grad_span(const float* dy, float* g, int64_t n) {
+    #pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+        const float p = g[i], sg = dc_sigmoid(p);
+        g[i] = dy[i] * sg * (1.0f + p * (1.0f - sg));
+    }
+}
+
+/* out_t = b + sum_{j<K} v[j] x_{t+o+j}, x zero outside [0, L). Interior [lo, hi) has every tap
+   in range; K is a constant after inlining at the call sites below. */
 static inline void corr_row(const float* x, const float* v, int64_t K, int64_t o, float b,
-                            int64_t silu, int64_t L, float* out) {
+                            int64_t L, float* out) {
     int64_t lo = -o < 0 ? 0 : -o;
     if (lo > L) lo = L;
     int64_t hi = L - o - (K - 1);
@@ -82,31 +94,23 @@ static inline void corr_row(const float* x, const float* v, int64_t K, int64_t o
             int64_t i = t + o + j;
             if (i >= 0 && i < L) acc += v[j] * x[i];
         }
-        out[t] = silu ? acc * dc_sigmoid(acc) : acc;
+        out[t] = acc;
     }
     const float* xs = x + lo + o;  /* lo + o >= 0 */
     #pragma omp simd
     for (int64_t t = lo; t < hi; ++t) {
         float acc = b;
         for (int64_t j = 0; j < K; ++j) acc += v[j] * xs[t - lo + j];
-        out[t] = silu ? acc * dc_sigmoid(acc) : acc;
+        out[t] = acc;
     }
 }
 
-static void corr_any(const float* x, const float* v, int64_t K, int64_t o, float b,
-                     int64_t silu, int64_t L, float* out) {
-#define DC_CASE(KK)                                                                   \
-    if (K == KK) {                                                                    \
-        if (silu) corr_row(x, v, KK, o, b, 1, L, out);                                \
-        else corr_row(x, v, KK, o, b, 0, L, out);                                     \
-        return;                                                                       \
-    }
-    DC_CASE(4)
-    DC_CASE(3)
-    DC_CASE(2)
-#undef DC_CASE
-    if (silu) corr_row(x, v, K, o, b, 1, L, out);
-    else corr_row(x, v, K, o, b, 0, L, out);
+static void corr_any(const float* x, const float* v, int64_t K, int64_t o, float b, int64_t L,
+                     float* out) {
+    if (K == 4) corr_row(x, v, 4, o, b, L, out);
+    else if (K == 3) corr_row(x, v, 3, o, b, L, out);
+    else if (K == 2) corr_row(x, v, 2, o, b, L, out);
+    else corr_row(x, v, K, o, b, L, out);
 }
 
 /* the taps in correlation order: v = w (causal) or flip(w) (reverse) */
@@ -114,30 +118,37 @@ static inline void taps(const float* w, int64_t c, int64_t K, int64_t rev, float
     for (int64_t j = 0; j < K; ++j) v[j] = w[c * K + (rev ? K - 1 - j : j)];
 }
 
-/* x, y: (B, C, L) contiguous; w: (C, 1, K); bias: (C,) or NULL. Channels [c0, c1). */
+/* x, y: (B, C, L) contiguous; w: (C, 1, K); bias: (C,) or NULL. Rows r = n C + c in [r0, r1),
+   taken in memory order: the convs of a span of rows (~4096 values, L1-resident) first, then one
+   SiLU pass over the whole span (a vector loop with one remainder per span, not one per row:
+   with L ~ 50 the scalar sigmoids of per-row remainders would cost more than the vector part). */
 void dc_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,
-                int64_t C, int64_t L, int64_t K, int64_t rev, int64_t silu, int64_t c0,
-                int64_t c1) {
+                int64_t C, int64_t L, int64_t K, int64_t rev, int64_t silu, int64_t r0,
+                int64_t r1) {
+    (void)B;
     float* v = (float*)malloc(sizeof(float) * K);
-    const int64_t o = rev ? 0 : -(K - 1);
-    for (int64_t c = c0; c < c1; ++c) {
-        taps(w, c, K, rev, v);
-        const float b = bias ? bias[c] : 0.0f;
-        for (int64_t n = 0; n < B; ++n) {
-            const int64_t row = (n * C + c) * L;
-            corr_any(x + row, v, K, o, b, silu, L, y + row);
+    const int64_t o = rev ? 0 : -(K - 1), span = 4096 / L + 1;
+    for (int64_t a = r0; a < r1; a += span) {
+        const int64_t e = a + span < r1 ? a + span : r1;
+        for (int64_t r = a; r < e; ++r) {
+            const int64_t c = r % C;
+            taps(w, c, K, rev, v);
+            corr_any(x + r * L, v, K, o, bias ? bias[c] : 0.0f, L, y + r * L);
         }
+        if (silu) silu_span(y + a * L, (e - a) * L);
     }
     free(v);
 }
 
-/* dy: (B, C, L) contiguous; dx: (B, C, L); dw: (C, 1, K); db: (C,) (written even when bias is
-   NULL, then unused). Channels [c0, c1). */
+/* dy, dx: (B, C, L) contiguous; dw: (C, 1, K); db: (C,) (written even when bias is NULL, then
+   unused). Channels [c0, c1), each with its B rows (batch inner), so a channel's dw/db belong to
+   one thread. With silu, the channel's pre-activations (recomputed) and dy rows are gathered into
+   contiguous (B, L) scratch, so dpre = dy silu'(pre) is one vector pass. */
 void dc_backward(const float* x, const float* w, const float* bias, const float* dy, float* dx,
                  float* dw, float* db, int64_t B, int64_t C, int64_t L, int64_t K, int64_t rev,
                  int64_t silu, int64_t c0, int64_t c1) {
-    float* work = (float*)malloc(sizeof(float) * (3 * K + L));
-    float *v = work, *vf = v + K, *dv = vf + K, *g = dv + K;
+    float* work = (float*)malloc(sizeof(float) * (3 * K + (silu ? 2 * B * L : 0)));
+    float *v = work, *vf = v + K, *dv = vf + K, *gs = dv + K, *dys = gs + B * L;
     const int64_t o = rev ? 0 : -(K - 1), oa = -o - (K - 1);
     for (int64_t c = c0; c < c1; ++c) {
         taps(w, c, K, rev, v);
@@ -145,21 +156,19 @@ void dc_backward(const float* x, const float* w, const float* bias, const float*
             vf[j] = v[K - 1 - j];
             dv[j] = 0.0f;
         }
-        const float b = bias ? bias[c] : 0.0f;
+        if (silu) {
+            const float b = bias ? bias[c] : 0.0f;
+            for (int64_t n = 0; n < B; ++n) {
+                const int64_t row = (n * C + c) * L;
+                corr_any(x + row, v, K, o, b, L, gs + n * L);
+                memcpy(dys + n * L, dy + row, sizeof(float) * L);
+            }
+            silu_grad_span(dys, gs, B * L);
+        }
         float dbc = 0.0f;
         for (int64_t n = 0; n < B; ++n) {
             const int64_t row = (n * C + c) * L;
-            const float *xr = x + row, *dyr = dy + row;
-            if (silu) {
-                corr_any(xr, v, K, o, b, 0, L, g);  /* pre-activation */
-                #pragma omp simd
-                for (int64_t t = 0; t < L; ++t) {
-                    const float p = g[t], s = dc_sigmoid(p);
-                    g[t] = dyr[t] * s * (1.0f + p * (1.0f - s));
-                }
-            } else {
-                memcpy(g, dyr, sizeof(float) * L);
-            }
+            const float *xr = x + row, *g = silu ? gs + n * L : dy + row;
             float sum = 0.0f;
             #pragma omp simd reduction(+:sum)
             for (int64_t t = 0; t < L; ++t) sum += g[t];
@@ -173,7 +182,7 @@ void dc_backward(const float* x, const float* w, const float* bias, const float*
                 for (int64_t t = t0; t < t1; ++t) acc += g[t] * xs[t - t0];
                 dv[j] += acc;
             }
-            corr_any(g, vf, K, oa, 0.0f, 0, L, dx + row);  /* the adjoint correlation */
+            corr_any(g, vf, K, oa, 0.0f, L, dx + row);  /* the adjoint correlation */
         }
         for (int64_t j = 0; j < K; ++j) dw[c * K + (rev ? K - 1 - j : j)] = dv[j];
         db[c] = dbc;
@@ -192,7 +201,8 @@ int64_t dc_openmp(void) {
 #endif
 }
 
-/* the same over all C channels on nthreads OpenMP threads (a channel's dw/db: one thread) */
+/* the same on nthreads OpenMP threads: the forward over all B C rows, the backward over all C
+   channels (a channel's dw/db: one thread) */
 void dc_forward_par(const float* x, const float* w, const float* bias, float* y, int64_t B,
                     int64_t C, int64_t L, int64_t K, int64_t rev, int64_t silu,
                     int64_t nthreads) {
@@ -200,11 +210,12 @@ void dc_forward_par(const float* x, const float* w, const float* bias, float* y,
     #pragma omp parallel num_threads((int)nthreads)
     {
         int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        dc_forward(x, w, bias, y, B, C, L, K, rev, silu, C * tid / nt, C * (tid + 1) / nt);
+        const int64_t P = B * C;
+        dc_forward(x, w, bias, y, B, C, L, K, rev, silu, P * tid / nt, P * (tid + 1) / nt);
     }
 #else
     (void)nthreads;
-    dc_forward(x, w, bias, y, B, C, L, K, rev, silu, 0, C);
+    dc_forward(x, w, bias, y, B, C, L, K, rev, silu, 0, B * C);
 #endif
 }
 
@@ -253,9 +264,9 @@ def native_library() -> ctypes.CDLL | None:
 def _run(
     library: ctypes.CDLL, name: str, pointers: list[ctypes.c_void_p], dims: tuple[int, ...]
 ) -> None:
-    """Run ``dc_<name>`` over all channels: inside OpenMP, or split over Python threads."""
-    channels = dims[1]
-    parts = _parts(channels)
+    """Run ``dc_<name>`` over all rows (forward) or channels (backward): inside OpenMP, or split
+    over Python threads."""
+    parts = _parts(dims[0] * dims[1] if name == "forward" else dims[1])
     if library.dc_openmp() and len(parts) > 1:
         getattr(library, f"dc_{name}_par")(*pointers, *map(ctypes.c_int64, (*dims, len(parts))))
         return
