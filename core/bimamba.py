@@ -25,10 +25,10 @@ from torch import nn
 
 from ssmkit.core.mamba import (
     Mamba,
-    anticausal_conv1d,
     can_fuse,
     causal_conv1d,
     channels_first_in_proj,
+    conv_silu,
     fused_in_proj,
     fused_inner,
     inference_workspace,
@@ -157,13 +157,13 @@ class BiMamba(nn.Module):
         """
         own = backward and self.variant == "v2"
         conv_module = self.conv1d_b if own else self.conv1d
-        if reverse:
-            conv = anticausal_conv1d(xi, conv_module.weight, conv_module.bias)
+        if reverse or (mask is None and resets is None):  # the fused conv + SiLU
+            u = conv_silu(xi, conv_module.weight, conv_module.bias, reverse=reverse)
         else:
             conv, _ = causal_conv1d(
                 xi, conv_module.weight, conv_module.bias, mask=mask, resets=resets
             )
-        u = F.silu(conv)
+            u = F.silu(conv)
         if mask is not None:
             u = u * mask[:, None, :].to(u.dtype)
         x_proj = self.x_proj_b if own else self.x_proj

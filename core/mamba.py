@@ -37,6 +37,7 @@ __all__ = [
     "anticausal_conv1d",
     "causal_conv1d",
     "channels_first_in_proj",
+    "conv_silu",
     "selective_ssm",
 ]
 
@@ -175,6 +176,39 @@ def anticausal_conv1d(
         groups=x.shape[1],
     )
     return y[..., k - 1 :]
+
+
+def conv_silu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, reverse: bool = False
+) -> torch.Tensor:
+    """``silu(causal conv)`` from zero history (or ``silu(anticausal_conv1d)`` with ``reverse``):
+    the conv and activation of every training forward (no prefix, mask or resets).
+
+    Runs ``ops.depthwise_causal_conv1d`` with the fused SiLU: on CPU fp32 a native kernel with its
+    own backward (mkldnn's depthwise conv backward is slow at Mamba's shapes), elsewhere (CUDA,
+    other dtypes, autocast) ``F.conv1d`` + ``F.silu``; inside a ``torch.compile`` trace the plain
+    ``F.conv1d`` path, so the graph keeps it.
+
+    Args:
+        x: ``(B, C, L)``. weight: ``(C, 1, K)``. bias: ``(C,)`` or ``None``.
+        reverse: the anti-causal conv (the backward direction of a bidirectional mixer).
+
+    Returns:
+        ``(B, C, L)``, post-activation.
+    """
+    if torch.compiler.is_compiling():
+        if reverse:
+            return F.silu(anticausal_conv1d(x, weight, bias))
+        return F.silu(causal_conv1d(x, weight, bias)[0])
+    return ops.depthwise_causal_conv1d(x, weight, bias, activation="silu", reverse=reverse)
+
+
+def conv_prefix(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The last ``k - 1`` inputs of ``x (B, C, L)`` after zero history: ``(B, C, k - 1)``, the
+    conv window :func:`causal_conv1d` returns for a sequence started from zeros."""
+    pad = max(0, k - 1 - x.shape[-1])
+    full = F.pad(x, (pad, 0)) if pad else x
+    return full[..., full.shape[-1] - (k - 1) :]
 
 
 @torch.compiler.disable
@@ -562,22 +596,26 @@ class Mamba(nn.Module):
             return self.forward_fused(x, reverse=reverse)
         if reverse:
             xi, z = channels_first_in_proj(self.in_proj, x, self.d_inner)
-            u = F.silu(anticausal_conv1d(xi, self.conv1d.weight, self.conv1d.bias))
+            u = conv_silu(xi, self.conv1d.weight, self.conv1d.bias, reverse=True)
             y, _ = selective_ssm(
                 u, z, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, self.A_log,
                 self.D, reverse=True,
             )  # fmt: skip
             return self.out_proj(y.transpose(1, 2))
         xi, z = channels_first_in_proj(self.in_proj, x, self.d_inner)  # (B, E, L) each
-        conv, conv_state = causal_conv1d(
-            xi,
-            self.conv1d.weight,
-            self.conv1d.bias,
-            prefix=None if state is None else state.conv,
-            mask=mask,
-            resets=resets,
-        )
-        u = F.silu(conv)
+        if state is None and mask is None and resets is None:  # training: the fused conv + SiLU
+            u = conv_silu(xi, self.conv1d.weight, self.conv1d.bias)
+            conv_state = conv_prefix(xi, self.conv1d.weight.shape[-1]) if return_state else None
+        else:
+            conv, conv_state = causal_conv1d(
+                xi,
+                self.conv1d.weight,
+                self.conv1d.bias,
+                prefix=None if state is None else state.conv,
+                mask=mask,
+                resets=resets,
+            )
+            u = F.silu(conv)
         if mask is not None:
             u = u * mask[:, None, :].to(u.dtype)
         y, last = selective_ssm(

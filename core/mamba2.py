@@ -16,7 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmkit.core import ops
-from ssmkit.core.mamba import causal_conv1d, check_sizes, inverse_softplus_dt, make_D
+from ssmkit.core.mamba import (
+    causal_conv1d,
+    check_sizes,
+    conv_prefix,
+    conv_silu,
+    inverse_softplus_dt,
+    make_D,
+)
 from ssmkit.core.norms import GatedRMSNorm
 from ssmkit.core.registry import register_model
 from ssmkit.core.state import (
@@ -220,15 +227,20 @@ class Mamba2(nn.Module):
             check_state(state, ConvSSMState, name)
         batch, length, _ = x.shape
         z, xbc, dt = self._split(self.in_proj(x))
-        conv, conv_state = causal_conv1d(
-            xbc.transpose(1, 2),
-            self.conv1d.weight,
-            self.conv1d.bias,
-            prefix=None if state is None else state.conv,
-            mask=mask,
-            resets=resets,
-        )
-        xbc = F.silu(conv).transpose(1, 2)
+        if state is None and mask is None and resets is None:  # training: the fused conv + SiLU
+            xbc_t = xbc.transpose(1, 2)
+            conv_state = conv_prefix(xbc_t, self.conv1d.weight.shape[-1]) if return_state else None
+            xbc = conv_silu(xbc_t, self.conv1d.weight, self.conv1d.bias).transpose(1, 2)
+        else:
+            conv, conv_state = causal_conv1d(
+                xbc.transpose(1, 2),
+                self.conv1d.weight,
+                self.conv1d.bias,
+                prefix=None if state is None else state.conv,
+                mask=mask,
+                resets=resets,
+            )
+            xbc = F.silu(conv).transpose(1, 2)
         if mask is not None:
             xbc = xbc * mask[..., None].to(xbc.dtype)
         xs, B, C = torch.split(

@@ -19,10 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ssmkit.core.mamba import causal_conv1d, make_A_log, make_D, make_dt_proj, resolve_dt_rank
+from ssmkit.core.mamba import conv_silu, make_A_log, make_D, make_dt_proj, resolve_dt_rank
 from ssmkit.core.registry import register_model
 from ssmkit.core.scan_orders import TRI_ORIENTED_ORDERS, merge_3d, scan_3d
 from ssmkit.core.ss2d import directional_selective_ssm
@@ -137,8 +136,8 @@ class TriOrientedMamba(nn.Module):
         seqs = scan_3d(xz, TRI_ORIENTED_ORDERS)  # (B, 3, 2E, L)
         xs, zs = seqs[:, :, :e], seqs[:, :, e:]
         p = self._stacked()
-        conv, _ = causal_conv1d(xs.reshape(batch, 3 * e, length), p["conv_weight"], p["conv_bias"])
-        xs = F.silu(conv).reshape(batch, 3, e, length)
+        conv = conv_silu(xs.reshape(batch, 3 * e, length), p["conv_weight"], p["conv_bias"])
+        xs = conv.reshape(batch, 3, e, length)
         ys = directional_selective_ssm(
             xs,
             p["x_proj_weight"],
