@@ -147,15 +147,13 @@ void dc_forward(const float* x, const float* w, const float* bias, float* y, int
 void dc_backward(const float* x, const float* w, const float* bias, const float* dy, float* dx,
                  float* dw, float* db, int64_t B, int64_t C, int64_t L, int64_t K, int64_t rev,
                  int64_t silu, int64_t c0, int64_t c1) {
-    float* work = (float*)malloc(sizeof(float) * (3 * K + (silu ? 2 * B * L : 0)));
-    float *v = work, *vf = v + K, *dv = vf + K, *gs = dv + K, *dys = gs + B * L;
+    float* work = (float*)malloc(sizeof(float) * (3 * K + (K + 1) * L + (silu ? 2 * B * L : 0)));
+    float *v = work, *vf = v + K, *dv = vf + K, *acc = dv + K, *accb = acc + K * L;
+    float *gs = accb + L, *dys = gs + B * L;
     const int64_t o = rev ? 0 : -(K - 1), oa = -o - (K - 1);
     for (int64_t c = c0; c < c1; ++c) {
         taps(w, c, K, rev, v);
-        for (int64_t j = 0; j < K; ++j) {
-            vf[j] = v[K - 1 - j];
-            dv[j] = 0.0f;
-        }
+        for (int64_t j = 0; j < K; ++j) vf[j] = v[K - 1 - j];
         if (silu) {
             const float b = bias ? bias[c] : 0.0f;
             for (int64_t n = 0; n < B; ++n) {
@@ -165,24 +163,31 @@ void dc_backward(const float* x, const float* w, const float* bias, const float*
             }
             silu_grad_span(dys, gs, B * L);
         }
-        float dbc = 0.0f;
+        /* per-lane partial sums over the channel's rows (one horizontal sum per channel, not
+           per row): acc[j][t] += g_t x_{t+o+j} (t with t+o+j in [0, L)), accb[t] += g_t */
+        memset(acc, 0, sizeof(float) * (K + 1) * L);
         for (int64_t n = 0; n < B; ++n) {
             const int64_t row = (n * C + c) * L;
             const float *xr = x + row, *g = silu ? gs + n * L : dy + row;
-            float sum = 0.0f;
-            #pragma omp simd reduction(+:sum)
-            for (int64_t t = 0; t < L; ++t) sum += g[t];
-            dbc += sum;
-            /* dv[j] = sum_t g_t x_{t+o+j} over t with t+o+j in [0, L) */
+            #pragma omp simd
+            for (int64_t t = 0; t < L; ++t) accb[t] += g[t];
             for (int64_t j = 0; j < K; ++j) {
                 int64_t t0 = -(o + j) > 0 ? -(o + j) : 0, t1 = L - (o + j) < L ? L - (o + j) : L;
                 const float* xs = xr + o + j + t0;  /* o + j + t0 >= 0 */
-                float acc = 0.0f;
-                #pragma omp simd reduction(+:acc)
-                for (int64_t t = t0; t < t1; ++t) acc += g[t] * xs[t - t0];
-                dv[j] += acc;
+                float* aj = acc + j * L;
+                #pragma omp simd
+                for (int64_t t = t0; t < t1; ++t) aj[t] += g[t] * xs[t - t0];
             }
             corr_any(g, vf, K, oa, 0.0f, L, dx + row);  /* the adjoint correlation */
+        }
+        float dbc = 0.0f;
+        #pragma omp simd reduction(+:dbc)
+        for (int64_t t = 0; t < L; ++t) dbc += accb[t];
+        for (int64_t j = 0; j < K; ++j) {
+            float sum = 0.0f;
+            #pragma omp simd reduction(+:sum)
+            for (int64_t t = 0; t < L; ++t) sum += acc[j * L + t];
+            dv[j] = sum;
         }
         for (int64_t j = 0; j < K; ++j) dw[c * K + (rev ? K - 1 - j : j)] = dv[j];
         db[c] = dbc;
