@@ -140,57 +140,75 @@ void dc_forward(const float* x, const float* w, const float* bias, float* y, int
     free(v);
 }
 
+/* a[i] += sum of g_t xs_t over t = i mod 16 (whole 16- and 8-wide blocks as vectors, at most 7
+   scalar steps); with ONES, of g_t */
+#define DC_LANES(NAME, TERM)                                                                 \
+    static inline void NAME(const float* g, const float* xs, int64_t n, float* a) {          \
+        (void)xs;                                                                            \
+        int64_t t = 0;                                                                       \
+        for (; t + 16 <= n; t += 16) {                                                       \
+            _Pragma("omp simd") for (int64_t i = 0; i < 16; ++i) a[i] += TERM(t + i);        \
+        }                                                                                    \
+        if (t + 8 <= n) {                                                                    \
+            _Pragma("omp simd") for (int64_t i = 0; i < 8; ++i) a[i] += TERM(t + i);         \
+            t += 8;                                                                          \
+        }                                                                                    \
+        for (int64_t i = 0; t < n; ++t, ++i) a[i] += TERM(t);                                \
+    }
+#define DC_DOT(t) (g[t] * xs[t])
+#define DC_SUM(t) (g[t])
+DC_LANES(dot_lanes, DC_DOT)
+DC_LANES(sum_lanes, DC_SUM)
+
 /* dy, dx: (B, C, L) contiguous; dw: (C, 1, K); db: (C,) (written even when bias is NULL, then
-   unused). Channels [c0, c1), each with its B rows (batch inner), so a channel's dw/db belong to
-   one thread. With silu, the channel's pre-activations (recomputed) and dy rows are gathered into
-   contiguous (B, L) scratch, so dpre = dy silu'(pre) is one vector pass. */
+   unused). Channels [c0, c1) belong to this call (their dw/db to one thread, no atomics); the
+   loop is batch-outer, so each step reads the contiguous span of rows (n, c0..c1) of x and dy:
+   a stream the prefetcher follows, unlike one channel's rows C L apart. With silu, the span's
+   pre-activations are recomputed into scratch and dpre = dy silu'(pre) is one vector pass over
+   it. dw/db are accumulated in 16 lanes per channel and tap, summed once at the end. */
 void dc_backward(const float* x, const float* w, const float* bias, const float* dy, float* dx,
                  float* dw, float* db, int64_t B, int64_t C, int64_t L, int64_t K, int64_t rev,
                  int64_t silu, int64_t c0, int64_t c1) {
-    float* work = (float*)malloc(sizeof(float) * (3 * K + (K + 1) * L + (silu ? 2 * B * L : 0)));
-    float *v = work, *vf = v + K, *dv = vf + K, *acc = dv + K, *accb = acc + K * L;
-    float *gs = accb + L, *dys = gs + B * L;
-    const int64_t o = rev ? 0 : -(K - 1), oa = -o - (K - 1);
+    const int64_t nc = c1 - c0, o = rev ? 0 : -(K - 1), oa = -o - (K - 1);
+    if (nc <= 0) return;
+    float* work = (float*)malloc(sizeof(float) * (2 * nc * K + nc * (K + 1) * 16 +
+                                                  (silu ? nc * L : 0)));
+    float *v = work, *vf = v + nc * K, *acc = vf + nc * K, *gs = acc + nc * (K + 1) * 16;
     for (int64_t c = c0; c < c1; ++c) {
-        taps(w, c, K, rev, v);
-        for (int64_t j = 0; j < K; ++j) vf[j] = v[K - 1 - j];
+        taps(w, c, K, rev, v + (c - c0) * K);
+        for (int64_t j = 0; j < K; ++j) vf[(c - c0) * K + j] = v[(c - c0) * K + K - 1 - j];
+    }
+    memset(acc, 0, sizeof(float) * nc * (K + 1) * 16);
+    for (int64_t n = 0; n < B; ++n) {
+        const int64_t base = (n * C + c0) * L;
+        const float* gspan = dy + base;
         if (silu) {
-            const float b = bias ? bias[c] : 0.0f;
-            for (int64_t n = 0; n < B; ++n) {
-                const int64_t row = (n * C + c) * L;
-                corr_any(x + row, v, K, o, b, L, gs + n * L);
-                memcpy(dys + n * L, dy + row, sizeof(float) * L);
-            }
-            silu_grad_span(dys, gs, B * L);
+            for (int64_t c = c0; c < c1; ++c)
+                corr_any(x + base + (c - c0) * L, v + (c - c0) * K, K, o, bias ? bias[c] : 0.0f,
+                         L, gs + (c - c0) * L);
+            silu_grad_span(dy + base, gs, nc * L);
+            gspan = gs;
         }
-        /* per-lane partial sums over the channel's rows (one horizontal sum per channel, not
-           per row): acc[j][t] += g_t x_{t+o+j} (t with t+o+j in [0, L)), accb[t] += g_t */
-        memset(acc, 0, sizeof(float) * (K + 1) * L);
-        for (int64_t n = 0; n < B; ++n) {
-            const int64_t row = (n * C + c) * L;
-            const float *xr = x + row, *g = silu ? gs + n * L : dy + row;
-            #pragma omp simd
-            for (int64_t t = 0; t < L; ++t) accb[t] += g[t];
-            for (int64_t j = 0; j < K; ++j) {
+        for (int64_t i = 0; i < nc; ++i) {
+            const float *g = gspan + i * L, *xr = x + base + i * L;
+            float* a = acc + i * (K + 1) * 16;
+            sum_lanes(g, NULL, L, a + K * 16);  /* dbias */
+            for (int64_t j = 0; j < K; ++j) {  /* dv[j]: t with t+o+j in [0, L) */
                 int64_t t0 = -(o + j) > 0 ? -(o + j) : 0, t1 = L - (o + j) < L ? L - (o + j) : L;
-                const float* xs = xr + o + j + t0;  /* o + j + t0 >= 0 */
-                float* aj = acc + j * L;
-                #pragma omp simd
-                for (int64_t t = t0; t < t1; ++t) aj[t] += g[t] * xs[t - t0];
+                if (t1 > t0) dot_lanes(g + t0, xr + o + j + t0, t1 - t0, a + j * 16);
             }
-            corr_any(g, vf, K, oa, 0.0f, L, dx + row);  /* the adjoint correlation */
+            corr_any(g, vf + i * K, K, oa, 0.0f, L, dx + base + i * L);  /* the adjoint */
         }
-        float dbc = 0.0f;
-        #pragma omp simd reduction(+:dbc)
-        for (int64_t t = 0; t < L; ++t) dbc += accb[t];
-        for (int64_t j = 0; j < K; ++j) {
+    }
+    for (int64_t i = 0; i < nc; ++i) {
+        const int64_t c = c0 + i;
+        for (int64_t j = 0; j <= K; ++j) {
+            const float* a = acc + (i * (K + 1) + j) * 16;
             float sum = 0.0f;
-            #pragma omp simd reduction(+:sum)
-            for (int64_t t = 0; t < L; ++t) sum += acc[j * L + t];
-            dv[j] = sum;
+            for (int64_t l = 0; l < 16; ++l) sum += a[l];
+            if (j < K) dw[c * K + (rev ? K - 1 - j : j)] = sum;
+            else db[c] = sum;
         }
-        for (int64_t j = 0; j < K; ++j) dw[c * K + (rev ? K - 1 - j : j)] = dv[j];
-        db[c] = dbc;
     }
     free(work);
 }
