@@ -1,7 +1,8 @@
 """Depthwise causal Conv1d + SiLU (Mamba's short conv): ``F.conv1d`` + ``F.silu`` vs the native op.
 
-Per call, median of ``--repeats`` wall times after one warm-up: forward, and forward+backward
-(gradients for x, weight and bias), fp32 on CPU, K = 4, on ``--threads`` threads (default 1).
+Per call, median of ``--repeats`` wall times after three warm-up calls: forward, and
+forward+backward (gradients for x, weight and bias), fp32 on CPU, K = 4, on ``--threads``
+threads (default 1).
 Old: ``F.silu(F.conv1d(x, w, b, padding=K-1, groups=C)[..., :L])`` (what ``causal_conv1d`` ran);
 new: ``depthwise_causal_conv1d(x, w, b, activation="silu")`` (the C kernel). Shapes (B, C, L):
 (164, 64, 50) and (200, 64, 41) are DPMamba's intra/inter-chunk calls, (8, 128, 1000) a long one.
@@ -12,6 +13,7 @@ new: ``depthwise_causal_conv1d(x, w, b, activation="silu")`` (the C kernel). Sha
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -30,14 +32,15 @@ K = 4
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
+    """Median seconds of ``repeats`` calls after three warm-up calls."""
 
     def timed() -> float:
         start = time.perf_counter()
         fn()
         return time.perf_counter() - start
 
-    timed()
+    for _ in range(3):
+        timed()
     return statistics.median(timed() for _ in range(repeats))
 
 
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"# depthwise_conv: conv + SiLU per call, K={K}, fp32, {args.threads} thread(s), "
         f"median of {repeats}\n\n`ssmkit bench depthwise_conv` on {cpu}, "
-        f"torch {torch.__version__}.\n\n"
+        f"torch {torch.__version__}, load average {os.getloadavg()[0]:.2f} (2 cores).\n\n"
     )
     text = header + "\n".join(rows) + "\n"
     print(text)

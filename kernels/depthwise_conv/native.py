@@ -11,9 +11,13 @@ K-1 edge positions on each side run a bounds-checked scalar loop, so x is never 
 The backward recomputes ``pre``, forms ``dpre = dy silu'(pre)`` (``silu' = s (1 + p (1 - s))``),
 and gets ``dx`` as the same correlation of ``dpre`` with the flipped kernel and offset
 ``-o-(K-1)`` (the adjoint), ``dv[j] = sum_t dpre_t x_{t+o+j}`` and ``dbias = sum_t dpre_t``.
-Loops run channel-outer, batch-inner, so a channel's weight and bias gradients belong to one
-thread (OpenMP over channels on ``torch.get_num_threads()`` threads; Python threads when the
-library builds without OpenMP). ``SSMKIT_NATIVE=0`` disables it (the reference then runs).
+The forward splits the B C rows over threads and applies the SiLU in one vector pass per span
+of rows (not per row: at L ~ 50 per-row loop remainders would dominate). The backward splits the
+channels over threads, so a channel's weight and bias gradients belong to one thread (no
+atomics); inside, it walks batch-outer over the thread's contiguous span of channels (streaming
+reads) with 16-lane per-channel accumulators for dw/db. OpenMP on ``torch.get_num_threads()``
+threads (Python threads when the library builds without OpenMP). ``SSMKIT_NATIVE=0`` disables
+it (the reference then runs). See README.md for the measured speed.
 """
 
 from __future__ import annotations
