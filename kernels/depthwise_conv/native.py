@@ -175,8 +175,10 @@ void dc_backward(const float* x, const float* w, const float* bias, const float*
                  int64_t silu, int64_t c0, int64_t c1) {
     const int64_t nc = c1 - c0, o = rev ? 0 : -(K - 1), oa = -o - (K - 1);
     if (nc <= 0) return;
+    /* the SiLU scratch holds `chunk` rows (~16K values, L2-resident), not the whole span */
+    const int64_t chunk = L < 16384 ? (16384 / L < nc ? 16384 / L : nc) : 1;
     float* work = (float*)malloc(sizeof(float) * (2 * nc * K + nc * (K + 1) * 16 +
-                                                  (silu ? nc * L : 0)));
+                                                  (silu ? chunk * L : 0)));
     float *v = work, *vf = v + nc * K, *acc = vf + nc * K, *gs = acc + nc * (K + 1) * 16;
     for (int64_t c = c0; c < c1; ++c) {
         taps(w, c, K, rev, v + (c - c0) * K);
@@ -184,24 +186,27 @@ void dc_backward(const float* x, const float* w, const float* bias, const float*
     }
     memset(acc, 0, sizeof(float) * nc * (K + 1) * 16);
     for (int64_t n = 0; n < B; ++n) {
-        const int64_t base = (n * C + c0) * L;
-        const float* gspan = dy + base;
-        if (silu) {
-            for (int64_t c = c0; c < c1; ++c)
-                corr_any(x + base + (c - c0) * L, v + (c - c0) * K, K, o, bias ? bias[c] : 0.0f,
-                         L, gs + (c - c0) * L);
-            silu_grad_span(dy + base, gs, nc * L);
-            gspan = gs;
-        }
-        for (int64_t i = 0; i < nc; ++i) {
-            const float *g = gspan + i * L, *xr = x + base + i * L;
-            float* a = acc + i * (K + 1) * 16;
-            sum_lanes(g, NULL, L, a + K * 16);  /* dbias */
-            for (int64_t j = 0; j < K; ++j) {  /* dv[j]: t with t+o+j in [0, L) */
-                int64_t t0 = -(o + j) > 0 ? -(o + j) : 0, t1 = L - (o + j) < L ? L - (o + j) : L;
-                if (t1 > t0) dot_lanes(g + t0, xr + o + j + t0, t1 - t0, a + j * 16);
+        for (int64_t i0 = 0; i0 < nc; i0 += chunk) {
+            const int64_t i1 = i0 + chunk < nc ? i0 + chunk : nc, base = (n * C + c0 + i0) * L;
+            const float* gspan = dy + base;
+            if (silu) {
+                for (int64_t i = i0; i < i1; ++i)
+                    corr_any(x + base + (i - i0) * L, v + i * K, K, o,
+                             bias ? bias[c0 + i] : 0.0f, L, gs + (i - i0) * L);
+                silu_grad_span(dy + base, gs, (i1 - i0) * L);
+                gspan = gs;
             }
-            corr_any(g, vf + i * K, K, oa, 0.0f, L, dx + base + i * L);  /* the adjoint */
+            for (int64_t i = i0; i < i1; ++i) {
+                const float *g = gspan + (i - i0) * L, *xr = x + base + (i - i0) * L;
+                float* a = acc + i * (K + 1) * 16;
+                sum_lanes(g, NULL, L, a + K * 16); /* dbias */
+                for (int64_t j = 0; j < K; ++j) {  /* dv[j]: t with t+o+j in [0, L) */
+                    int64_t t0 = -(o + j) > 0 ? -(o + j) : 0;
+                    int64_t t1 = L - (o + j) < L ? L - (o + j) : L;
+                    if (t1 > t0) dot_lanes(g + t0, xr + o + j + t0, t1 - t0, a + j * 16);
+                }
+                corr_any(g, vf + i * K, K, oa, 0.0f, L, dx + base + (i - i0) * L); /* adjoint */
+            }
         }
     }
     for (int64_t i = 0; i < nc; ++i) {

@@ -157,3 +157,23 @@ def test_bad_types_raise() -> None:
         depthwise_causal_conv1d(torch.randn(2, 4, 8), [[0.0]] * 4)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown backend"):
         depthwise_causal_conv1d(torch.randn(2, 4, 8), torch.randn(4, 1, 4), backend="gpu")
+
+
+@pytest.mark.parametrize("shape", [(2, 80, 300), (1, 3, 17000)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_spans_larger_than_the_scratch(shape: tuple[int, int, int], reverse: bool) -> None:
+    """The backward's SiLU scratch holds ~16K values: more channels x length than that (or one
+    row longer than that) is processed in chunks."""
+    _native_or_skip()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(shape[1], 1, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    want = _truth(x, w, b, True, reverse)
+    dy = torch.randn_like(want)
+    g64 = torch.autograd.grad(want, (x, w, b), dy)
+    xf, wf, bf = (t.detach().float().requires_grad_() for t in (x, w, b))
+    got = depthwise_causal_conv1d(xf, wf, bf, activation="silu", reverse=reverse, backend="cpu")
+    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
+    for g, g_ref in zip(torch.autograd.grad(got, (xf, wf, bf), dy.float()), g64):
+        atol = 1e-5 * (1 + g_ref.abs().max().item()) * 10
+        torch.testing.assert_close(g.double(), g_ref, atol=atol, rtol=1e-4)
