@@ -445,8 +445,8 @@ static void vec_backward_block(const float* u, const float* dt, const float* A, 
                                int64_t softplus, const float* D, const float* z,
                                int64_t zsb, int64_t zse, int64_t zsl, int64_t reverse,
                                const float* chunk_states, const float* dy, const float* dlast,
-                               float* du, float* ddt, float* dA_part, float* dB_part,
-                               float* dC_part, float* dh0, float* dbias_part, float* dD_part,
+                               float* du, float* ddt, float* dA_part, float* lane_b,
+                               float* lane_c, float* dh0, float* dbias_part, float* dD_part,
                                float* dz, int64_t dzsb, int64_t dzse, int64_t dzsl, int64_t dysb,
                                int64_t dyse, int64_t dysl, int64_t E, int64_t L, int64_t G,
                                int64_t chunk, int64_t p0, float* work) {
@@ -471,7 +471,6 @@ static void vec_backward_block(const float* u, const float* dt, const float* A, 
         dDacc[j] = 0.0f;
     }
     const float *Bg = Bt + (b * G + g) * L * VN, *Cg = Ct + (b * G + g) * L * VN;
-    float *dBg = dB_part + (b * G + g) * L * VN, *dCg = dC_part + (b * G + g) * L * VN;
     const float* kb = keep ? keep + b * L : 0;
     for (int64_t c = n_chunks - 1; c >= 0; --c) {
         int64_t start = c * chunk, stop = start + chunk < L ? start + chunk : L;
@@ -528,24 +527,23 @@ static void vec_backward_block(const float* u, const float* dt, const float* A, 
                 s[j] = 0.0f;
                 sa[j] = 0.0f;
             }
-            float* dBp = dBg + t * VN;
-            float* dCp = dCg + t * VN;
+            /* the B / C gradients stay per lane (summed over the channel blocks of this batch
+               row and group by the caller): no horizontal sum per (t, n) */
+            float* dBl = lane_b + t * VN * VW;
+            float* dCl = lane_c + t * VN * VW;
             for (int64_t n = 0; n < VN; ++n) {
                 const float bn = Bp[n], cn = Cp[n];
-                float sb = 0.0f, sc = 0.0f;
-                #pragma omp simd reduction(+:sb, sc)
+                #pragma omp simd
                 for (int64_t j = 0; j < VW; ++j) {
                     float gn = carry[n][j] + dyp[j] * cn;
-                    sc += dyp[j] * hc[n * VW + j];
-                    sb += gn * x[j];
+                    dCl[n * VW + j] += dyp[j] * hc[n * VW + j];
+                    dBl[n * VW + j] += gn * x[j];
                     s[j] += gn * bn;
                     float xn = gn * hp[n * VW + j] * an[n * VW + j];
                     dAacc[n][j] += xn * di[j];
                     sa[j] += xn * At[n][j];
                     carry[n][j] = an[n * VW + j] * gn;
                 }
-                dBp[n] += sb;
-                dCp[n] += sc;
             }
             #pragma omp simd
             for (int64_t j = 0; j < VW; ++j) {
@@ -585,6 +583,23 @@ static void vec_backward_block(const float* u, const float* dt, const float* A, 
         for (int64_t j = 0; j < VW; ++j) dbias_part[p0 + j] = sum[j];
     }
     scatter_rows(ddts, p0, L, reverse, ddt);
+}
+
+
+/* dB_part / dC_part row `key` (= b G + g) += the lane sums of the per-lane gradients. */
+static void flush_lanes(const float* lane_b, const float* lane_c, float* dB_part,
+                        float* dC_part, int64_t key, int64_t L) {
+    float *dB = dB_part + key * L * VN, *dC = dC_part + key * L * VN;
+    for (int64_t i = 0; i < L * VN; ++i) {
+        float sb = 0.0f, sc = 0.0f;
+        #pragma omp simd reduction(+:sb, sc)
+        for (int64_t j = 0; j < VW; ++j) {
+            sb += lane_b[i * VW + j];
+            sc += lane_c[i * VW + j];
+        }
+        dB[i] += sb;
+        dC[i] += sc;
+    }
 }
 
 
@@ -640,13 +655,23 @@ void ss_backward(const float* u, const float* dt, const float* A, const float* B
         else backward_body(BACKWARD_ARGS(N), p_begin, p_end);
         return;
     }
+    /* work: the block's scratch, then per-lane B / C gradients (L, VN, VW) each, for the blocks
+       of one (batch row, group), summed across lanes into dB_part / dC_part when it changes */
     float* work = NULL;
+    int64_t lanes_of = -1, per_group = E / G;
     for (int64_t p = p_begin; p < p_end;) {
         if (p % VW == 0 && p + VW <= p_end) {
-            if (!work)
-                work = (float*)malloc(sizeof(float) * (6 * L * VW + (2 * chunk + 1) * VN * VW));
+            const int64_t scratch = 6 * L * VW + (2 * chunk + 1) * VN * VW;
+            if (!work) work = (float*)malloc(sizeof(float) * (scratch + 2 * L * VN * VW));
+            float *lane_b = work + scratch, *lane_c = lane_b + L * VN * VW;
+            const int64_t key = (p / E) * G + (p % E) / per_group;
+            if (key != lanes_of) {
+                if (lanes_of >= 0) flush_lanes(lane_b, lane_c, dB_part, dC_part, lanes_of, L);
+                memset(lane_b, 0, sizeof(float) * 2 * L * VN * VW);
+                lanes_of = key;
+            }
             vec_backward_block(u, dt, A, Bt, Ct, keep, dbias, softplus, D, z, zsb, zse, zsl, rev,
-                               chunk_states, dy, dlast, du, ddt, dA_part, dB_part, dC_part, dh0,
+                               chunk_states, dy, dlast, du, ddt, dA_part, lane_b, lane_c, dh0,
                                dbias_part, dD_part, dz, dzsb, dzse, dzsl, dysb, dyse, dysl, E, L,
                                G, chunk, p, work);
             p += VW;
@@ -655,6 +680,10 @@ void ss_backward(const float* u, const float* dt, const float* A, const float* B
             backward_body(BACKWARD_ARGS(16), p, next);
             p = next;
         }
+    }
+    if (lanes_of >= 0) {
+        const int64_t scratch = 6 * L * VW + (2 * chunk + 1) * VN * VW;
+        flush_lanes(work + scratch, work + scratch + L * VN * VW, dB_part, dC_part, lanes_of, L);
     }
     free(work);
 }
