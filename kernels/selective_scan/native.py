@@ -36,9 +36,13 @@ from pathlib import Path
 
 import torch
 
+from ssmkit.kernels.selective_scan.simd import AVX512_PRELUDE
+
 CHUNK = 64
 
-_SOURCE = r"""
+_SOURCE = (
+    AVX512_PRELUDE
+    + r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,10 +391,11 @@ static void vec_forward_block(const float* u, const float* dt, const float* A, c
     gather_rows(u, p0, L, reverse, us);
     gather_rows(dt, p0, L, reverse, ds);
     vec_step_sizes(ds, dbias, softplus, e0, L);
-    float At[VN][VW], h[VN][VW], Dv[VW];
+    float At[VN][VW], A2[VN][VW], h[VN][VW], Dv[VW];
     for (int64_t n = 0; n < VN; ++n)
         for (int64_t j = 0; j < VW; ++j) {
             At[n][j] = A[(e0 + j) * VN + n];
+            A2[n][j] = At[n][j] * LOG2E; /* exp(d A) = 2^(d A log2 e) for exp2_v */
             h[n][j] = h0 ? h0[(p0 + j) * VN + n] : 0.0f;
         }
     for (int64_t j = 0; j < VW; ++j) Dv[j] = D ? D[e0 + j] : 0.0f;
@@ -412,6 +417,20 @@ static void vec_forward_block(const float* u, const float* dt, const float* A, c
             x[j] = di[j] * ui[j];
             acc[j] = Dv[j] * ui[j];
         }
+#ifdef SS_AVX512
+        {
+            const __m512 dv = _mm512_loadu_ps(di), xv = _mm512_loadu_ps(x), kv = SET1(k);
+            __m512 accv = _mm512_loadu_ps(acc);
+            for (int64_t n = 0; n < VN; ++n) {
+                __m512 a = exp2_v(_mm512_mul_ps(dv, _mm512_loadu_ps(A2[n])));
+                if (kb) a = _mm512_mul_ps(a, kv);
+                __m512 hn = FMA(a, _mm512_loadu_ps(h[n]), _mm512_mul_ps(xv, SET1(Bp[n])));
+                _mm512_storeu_ps(h[n], hn);
+                accv = FMA(SET1(Cp[n]), hn, accv);
+            }
+            _mm512_storeu_ps(acc, accv);
+        }
+#else
         for (int64_t n = 0; n < VN; ++n) {
             const float bn = Bp[n], cn = Cp[n];
             #pragma omp simd
@@ -421,6 +440,7 @@ static void vec_forward_block(const float* u, const float* dt, const float* A, c
                 acc[j] += cn * hn;
             }
         }
+#endif
         #pragma omp simd
         for (int64_t j = 0; j < VW; ++j) ys[i * VW + j] = acc[j];
     }
@@ -459,10 +479,11 @@ static void vec_backward_block(const float* u, const float* dt, const float* A, 
     vec_step_sizes(ds, dbias, softplus, e0, L);
     gather_strided(dy, dysb, dyse, dysl, b, e0, L, reverse, dys);
     if (z) gather_strided(z, zsb, zse, zsl, b, e0, L, reverse, zs);
-    float At[VN][VW], carry[VN][VW], dAacc[VN][VW], Dv[VW], dDacc[VW];
+    float At[VN][VW], A2[VN][VW], carry[VN][VW], dAacc[VN][VW], Dv[VW], dDacc[VW];
     for (int64_t n = 0; n < VN; ++n)
         for (int64_t j = 0; j < VW; ++j) {
             At[n][j] = A[(e0 + j) * VN + n];
+            A2[n][j] = At[n][j] * LOG2E;
             carry[n][j] = dlast[(p0 + j) * VN + n];
             dAacc[n][j] = 0.0f;
         }
@@ -483,6 +504,17 @@ static void vec_backward_block(const float* u, const float* dt, const float* A, 
             const float *Bp = Bg + t * VN, *ui = us + i * VW, *di = ds + i * VW;
             const float* hp = hs + ii * VN * VW;
             float *hn = hs + (ii + 1) * VN * VW, *an = as + ii * VN * VW;
+#ifdef SS_AVX512
+            const __m512 dv = _mm512_loadu_ps(di), kv = SET1(k);
+            const __m512 xv = _mm512_mul_ps(dv, _mm512_loadu_ps(ui));
+            for (int64_t n = 0; n < VN; ++n) {
+                __m512 a = exp2_v(_mm512_mul_ps(dv, _mm512_loadu_ps(A2[n])));
+                if (kb) a = _mm512_mul_ps(a, kv);
+                _mm512_storeu_ps(an + n * VW, a);
+                _mm512_storeu_ps(hn + n * VW, FMA(a, _mm512_loadu_ps(hp + n * VW),
+                                                  _mm512_mul_ps(xv, SET1(Bp[n]))));
+            }
+#else
             for (int64_t n = 0; n < VN; ++n) {
                 const float bn = Bp[n];
                 #pragma omp simd
@@ -492,6 +524,7 @@ static void vec_backward_block(const float* u, const float* dt, const float* A, 
                     hn[n * VW + j] = a * hp[n * VW + j] + di[j] * ui[j] * bn;
                 }
             }
+#endif
         }
         for (int64_t ii = stop - start - 1; ii >= 0; --ii) {
             int64_t i = start + ii, t = reverse ? L - 1 - i : i;
@@ -743,6 +776,7 @@ void ss_backward_par(const float* u, const float* dt, const float* A, const floa
 #endif
 }
 """
+)
 
 # -fopenmp first: the channel split then runs on the process's OpenMP pool (torch's libgomp, the
 # threads that just ran the surrounding ops); without it, on Python threads.
