@@ -41,42 +41,25 @@ import torch
 
 from ssmkit.kernels._native_build import _FLAG_SETS, _build
 from ssmkit.kernels.selective_scan.native import _ptr
+from ssmkit.kernels.selective_scan.simd import AVX512_PRELUDE
 
 LANES = 16  # channels per block (one AVX-512 vector)
 
-_SOURCE = r"""
+_SOURCE = (
+    r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__) && !defined(SS_PORTABLE)
-#include <immintrin.h>
-#define SS_AVX512 1
-#endif
-
-#define LOG2E 1.44269504088896341f
-
+"""
+    + AVX512_PRELUDE
+    + r"""
 /* ---- portable scalar path ---- */
 static inline float sp_s(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 static inline float silu_s(float x) { return x / (1.0f + expf(-x)); }
 
 #ifdef SS_AVX512
-#define FMA _mm512_fmadd_ps
-#define SET1 _mm512_set1_ps
-/* 2^x: x = k + f, f in [-1/2, 1/2] (vreduceps), 2^f by a degree-6 fit (rel. error 2e-8). */
-static inline __m512 exp2_v(__m512 x) {
-    __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 p = SET1(1.5337577497120947e-4f);
-    p = FMA(p, f, SET1(1.3399859890341759e-3f));
-    p = FMA(p, f, SET1(9.618519805371761e-3f));
-    p = FMA(p, f, SET1(5.550329014658928e-2f));
-    p = FMA(p, f, SET1(2.4022646248340607e-1f));
-    p = FMA(p, f, SET1(6.931471824645996e-1f));
-    p = FMA(p, f, SET1(1.0f));
-    return _mm512_scalef_ps(p, k);
-}
 /* softplus, threshold 20: max(x, 0) + log1p(exp(-|x|)), log1p(e) = 2 atanh(s), s = e/(2+e). */
 static inline __m512 softplus_v(__m512 x) {
     __m512 e = exp2_v(_mm512_mul_ps(_mm512_abs_ps(x), SET1(-LOG2E)));
@@ -353,6 +336,7 @@ int64_t mf_direction(const float* x, int64_t sx, const float* z, int64_t sz, con
     return 0;
 }
 """
+)
 
 _NAMES = ("mf_openmp", "mf_direction")
 # Target time steps per chunk. Each chunk costs two thread barriers, which a busy machine makes

@@ -514,25 +514,28 @@ def test_native_kernel_fuses_skip_gate_and_reverse(
         assert dz.is_contiguous()  # the leaf is (b, L, E) when z is time-major
 
 
-@pytest.mark.parametrize("openmp", [True, False])
+@pytest.mark.parametrize("openmp,n_threads", [(True, 2), (False, 2), (True, 1)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("channels", [6, 48])
 def test_native_kernel_threads_match_with_and_without_openmp(
     openmp: bool,
+    n_threads: int,
     reverse: bool,
     channels: int,
     monkeypatch: pytest.MonkeyPatch,
     assert_close: Callable[..., None],
 ) -> None:
     """The channel split over 2 threads (OpenMP, or Python threads when built without OpenMP)
-    with D, z, reverse and resets matches the reference. With 48 channels in one group (N = 16)
-    the vectorised kernel takes whole blocks of 16 and the per-channel loop the rest: 3 x 48 =
-    144 channels split at 72, so each thread's range has ragged edges."""
+    with D, z, reverse and resets matches the reference, and so does one thread. With 48
+    channels in one group (N = 16) the vectorised kernel takes whole blocks of 16 and the
+    per-channel loop the rest: 3 x 48 = 144 channels split at 72, so each thread's range has
+    ragged edges; the three blocks of a batch row sum their per-lane B / C gradients before one
+    sum across lanes."""
     native = _native_or_skip()
     if not openmp:
         _use_kernel_without_openmp(native, monkeypatch)
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(n_threads)
     try:
         if channels == 6:
             inputs, names = _shell_case(16, True, True, True)
