@@ -79,3 +79,16 @@ def device_guard(tensor: torch.Tensor) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def check_real_floating(
+    op: str, name: str, t: object, fix: str = "convert it with `.float()`"
+) -> None:
+    """Raise ``TypeError`` unless ``t`` is a real floating-point tensor (``op`` and ``name`` say
+    where; ``fix`` says how to get one)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(t).__name__}.")
+    if not t.is_floating_point():
+        raise TypeError(
+            f"{op}: `{name}` must be a real floating point tensor, got {t.dtype}; {fix}."
+        )

@@ -10,15 +10,20 @@ written atomically (temp file + ``os.replace``) so concurrent builders never see
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["_FLAG_SETS", "_build", "_cache_dir"]
+import torch
+
+__all__ = ["_FLAG_SETS", "_build", "_cache_dir", "_parts", "_ptr", "_run_parts", "load_or_warn"]
 
 # -fopenmp first: the kernels then run on the process's OpenMP pool (torch's libgomp, the threads
 # that just ran the surrounding ops); without it, callers split work over Python threads.
@@ -98,3 +103,62 @@ def _build(
             getattr(library, name).restype = None
         return library
     raise RuntimeError("; ".join(errors))
+
+
+def load_or_warn(
+    op: str, source: str, names: tuple[str, ...], stem: str, openmp_probe: str, fallback: str
+) -> ctypes.CDLL | None:
+    """Build and load a kernel library, or return None with one warning naming ``fallback``.
+
+    ``SSMKIT_NATIVE=0`` disables every native kernel (returns None silently). ``openmp_probe`` is
+    the library's ``int64_t f(void)`` saying whether it was built with OpenMP.
+    """
+    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
+        return None
+    try:
+        library = _build(source, names, stem, _FLAG_SETS)
+        getattr(library, openmp_probe).restype = ctypes.c_int64
+        return library
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(
+            f"{op}: could not build the native CPU kernel ({error}); using {fallback}. Install a "
+            "C compiler (gcc/clang) to get it.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+
+# Calling a kernel over a range of rows split into one part per thread (when the library was
+# built without OpenMP: ctypes releases the GIL, so Python threads run the parts in parallel).
+
+
+@functools.cache
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    # keyed by pid: a forked child (DataLoader worker) inherits the pool but not its threads
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmkit-scan")
+
+
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(None if t is None else t.data_ptr())
+
+
+def _parts(pairs: int) -> list[tuple[int, int]]:
+    workers = max(1, min(torch.get_num_threads(), pairs))
+    bounds = [pairs * i // workers for i in range(workers + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run_parts(function: ctypes._CFuncPtr, parts: list[tuple[int, int]], make_args) -> None:
+    if len(parts) == 1:
+        function(*make_args(0, *parts[0]))
+        return
+    # the first part runs on the calling thread (no hand-off, one thread fewer on the cores)
+    futures = [
+        _pool(len(parts) - 1, os.getpid()).submit(function, *make_args(i, lo, hi))
+        for i, (lo, hi) in enumerate(parts)
+        if i > 0
+    ]
+    function(*make_args(0, *parts[0]))
+    for future in futures:
+        future.result()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ssmkit.kernels._dispatch import resolve_backend
+from ssmkit.kernels._dispatch import check_real_floating, resolve_backend
 from ssmkit.kernels.depthwise_conv.reference import depthwise_conv_reference
 
 __all__ = ["depthwise_causal_conv1d"]
@@ -25,13 +25,7 @@ def _validate(
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if t is None and name == "bias":
             continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{_OP}: `{name}` must be a torch.Tensor, got {type(t).__name__}.")
-        if not t.is_floating_point():
-            raise TypeError(
-                f"{_OP}: `{name}` must be a real floating tensor, got {t.dtype}; convert it "
-                "with `.float()`."
-            )
+        check_real_floating(_OP, name, t)
         if t.device != x.device:
             raise ValueError(
                 f"{_OP}: `{name}` is on {t.device} but x is on {x.device}; move them to one device."

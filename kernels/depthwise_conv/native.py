@@ -24,46 +24,25 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import warnings
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ssmkit.kernels._native_build import _FLAG_SETS, _build
-from ssmkit.kernels.selective_scan.native import _parts, _ptr, _run_parts
+from ssmkit.kernels._native_build import _parts, _ptr, _run_parts, load_or_warn
+from ssmkit.kernels._simd import PORTABLE_EXP
 
 __all__ = ["NativeDepthwiseConv", "native_library"]
 
-_SOURCE = r"""
+_SOURCE = (
+    PORTABLE_EXP
+    + r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 
-/* exp(x) = 2^k exp(r), k = round(x / ln2), r = x - k ln2 (Cody-Waite), degree-6 polynomial:
-   branch-free so loops over it vectorise. */
-static inline float dc_exp(float x) {
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float kf = xc * 1.44269504088896341f + 12582912.0f;
-    kf = kf - 12582912.0f;
-    float r = xc - kf * 0.693359375f;
-    r = r + kf * 2.12194440e-4f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)kf + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof(float));
-    return p * scale;
-}
-
-/* sigmoid: exp(-x) is clamped to [exp(-88), exp(87)], so no inf/nan either side */
-static inline float dc_sigmoid(float x) { return 1.0f / (1.0f + dc_exp(-x)); }
+/* sigmoid: exp(-x) is 0 or inf at the extremes, which gives exactly 1 or 0 (no nan) */
+static inline float dc_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 
 /* y = silu(y) over n contiguous elements, in place */
 static inline void silu_span(float* y, int64_t n) {
@@ -267,6 +246,7 @@ void dc_backward_par(const float* x, const float* w, const float* bias, const fl
 #endif
 }
 """
+)
 
 _NAMES = ("dc_forward", "dc_backward", "dc_forward_par", "dc_backward_par")
 
@@ -277,20 +257,9 @@ def native_library() -> ctypes.CDLL | None:
 
     ``SSMKIT_NATIVE=0`` disables it (the reference then runs).
     """
-    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
-        return None
-    try:
-        library = _build(_SOURCE, _NAMES, "depthwise_conv", _FLAG_SETS)
-        library.dc_openmp.restype = ctypes.c_int64
-        return library
-    except (OSError, RuntimeError) as error:
-        warnings.warn(
-            f"depthwise_causal_conv1d: could not build the native CPU kernel ({error}); using "
-            "F.conv1d. Install a C compiler (gcc/clang) to get it.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
+    return load_or_warn(
+        "depthwise_causal_conv1d", _SOURCE, _NAMES, "depthwise_conv", "dc_openmp", "F.conv1d"
+    )
 
 
 def _run(

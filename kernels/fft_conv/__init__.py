@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ssmkit.kernels._dispatch import resolve_backend
+from ssmkit.kernels._dispatch import check_real_floating, resolve_backend
 from ssmkit.kernels.fft_conv.reference import fft_conv_ref
 
 __all__ = ["fft_conv"]
@@ -32,13 +32,9 @@ def fft_conv(
         ``y`` ``(B, H, L)`` in u's dtype, computed in fp32.
     """
     for name, t in (("u", u), ("k", k)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"fft_conv: `{name}` must be a torch.Tensor, got {type(t).__name__}.")
-        if not t.is_floating_point():
-            raise TypeError(
-                f"fft_conv: `{name}` must be a real floating point tensor, got {t.dtype} "
-                "(complex kernels: pass 2*Re of the kernel, as S4D does)."
-            )
+        check_real_floating(
+            "fft_conv", name, t, "complex kernels: pass 2*Re of the kernel, as S4D does"
+        )
     if u.dim() != 3:
         raise ValueError(f"fft_conv: `u` must have shape (B, H, L), got {tuple(u.shape)}.")
     _, channels, length = u.shape

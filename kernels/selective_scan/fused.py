@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import warnings
 
 import torch
 
-from ssmkit.kernels._native_build import _FLAG_SETS, _build
-from ssmkit.kernels.selective_scan.native import _ptr
-from ssmkit.kernels.selective_scan.simd import AVX512_PRELUDE
+from ssmkit.kernels._native_build import _ptr, load_or_warn
+from ssmkit.kernels._simd import AVX512_PRELUDE
 
 LANES = 16  # channels per block (one AVX-512 vector)
 
@@ -362,18 +359,10 @@ def fused_library() -> ctypes.CDLL | None:
 
     ``SSMKIT_NATIVE=0`` disables them (callers then take the unfused path).
     """
-    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
-        return None
-    try:
-        return _load(_build(_SOURCE, _NAMES, "mamba_fused", _FLAG_SETS))
-    except (OSError, RuntimeError) as error:
-        warnings.warn(
-            f"mamba_inner_inference: could not build the fused CPU kernels ({error}); the "
-            "unfused path runs. Install a C compiler (gcc/clang) to get them.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
+    library = load_or_warn(
+        "mamba_inner_inference", _SOURCE, _NAMES, "mamba_fused", "mf_openmp", "the unfused path"
+    )
+    return None if library is None else _load(library)
 
 
 def fused_available(*tensors: torch.Tensor | None) -> bool:

@@ -24,47 +24,22 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import subprocess
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ssmkit.kernels._native_build import _FLAG_SETS, _build
-from ssmkit.kernels.selective_scan.simd import AVX512_PRELUDE
+from ssmkit.kernels._native_build import _parts, _ptr, _run_parts, load_or_warn
+from ssmkit.kernels._simd import AVX512_PRELUDE, PORTABLE_EXP
 
 CHUNK = 64
 
 _SOURCE = (
     AVX512_PRELUDE
+    + PORTABLE_EXP
     + r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
-
-/* exp(x) = 2^k exp(r), k = round(x / ln2), r = x - k ln2 in [-ln2/2, ln2/2] (Cody-Waite). */
-static inline float fast_exp(float x) {
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float kf = xc * 1.44269504088896341f + 12582912.0f;
-    kf = kf - 12582912.0f;
-    float r = xc - kf * 0.693359375f;
-    r = r + kf * 2.12194440e-4f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)kf + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof(float));
-    float out = p * scale;
-    out = x < -87.0f ? 0.0f : out;
-    return x > 88.5f ? INFINITY : out;
-}
 
 /* softplus (threshold 20, as mamba_ssm) and its derivative, vectorisable: softplus(x) =
    max(x, 0) + log1p(exp(-|x|)) with log1p(e) = 2 atanh(s), s = e / (2 + e) (no cancellation). */
@@ -816,51 +791,14 @@ def native_library() -> ctypes.CDLL | None:
 
     ``SSMKIT_NATIVE=0`` disables it (the torch path of ``cpu.py`` then runs).
     """
-    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
-        return None
-    try:
-        library = _build(_SOURCE, _NAMES, "selective_scan", _FLAG_SETS)
-        library.ss_openmp.restype = ctypes.c_int64
-        return library
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(
-            f"selective_scan: could not build the native CPU kernel ({error}); using the slower "
-            "vectorised torch path. Install a C compiler (gcc/clang) to get it.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-
-
-@functools.cache
-def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    # keyed by pid: a forked child (DataLoader worker) inherits the pool but not its threads
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmkit-scan")
-
-
-def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(None if t is None else t.data_ptr())
-
-
-def _parts(pairs: int) -> list[tuple[int, int]]:
-    workers = max(1, min(torch.get_num_threads(), pairs))
-    bounds = [pairs * i // workers for i in range(workers + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def _run_parts(function: ctypes._CFuncPtr, parts: list[tuple[int, int]], make_args) -> None:
-    if len(parts) == 1:
-        function(*make_args(0, *parts[0]))
-        return
-    # the first part runs on the calling thread (no hand-off, one thread fewer on the cores)
-    futures = [
-        _pool(len(parts) - 1, os.getpid()).submit(function, *make_args(i, lo, hi))
-        for i, (lo, hi) in enumerate(parts)
-        if i > 0
-    ]
-    function(*make_args(0, *parts[0]))
-    for future in futures:
-        future.result()
+    return load_or_warn(
+        "selective_scan",
+        _SOURCE,
+        _NAMES,
+        "selective_scan",
+        "ss_openmp",
+        "the slower vectorised torch path",
+    )
 
 
 def _strides(t: torch.Tensor | None) -> tuple[int, int, int]:

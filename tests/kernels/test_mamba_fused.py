@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssmkit.kernels._native_build import _build
 from ssmkit.kernels.selective_scan import fused_available, mamba_inner_inference
 from ssmkit.kernels.selective_scan.reference import selective_scan_reference
 
@@ -169,7 +170,7 @@ def test_other_builds_match(
 ) -> None:
     """The plain-C path (what machines without AVX-512 run) and a build without OpenMP (then on
     one thread) give the same result."""
-    portable = fused._load(fused._build(fused._SOURCE, fused._NAMES, "mamba_fused_test", (flags,)))
+    portable = fused._load(_build(fused._SOURCE, fused._NAMES, "mamba_fused_test", (flags,)))
     assert not portable.mf_openmp()
     monkeypatch.setattr(fused, "fused_library", lambda: portable)
     channels = 20

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ssmkit.kernels import _dispatch, selective_scan
+from ssmkit.kernels._native_build import _build
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 # relative-RMS ratios per input dtype: (outputs and last state, gradients)
@@ -416,7 +417,7 @@ def _native_or_skip() -> object:
 
 def _use_kernel_without_openmp(native: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """Build the kernel without OpenMP (channels then split over Python threads) and use it."""
-    library = native._build(
+    library = _build(
         native._SOURCE,
         native._NAMES,
         "selective_scan",

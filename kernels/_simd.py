@@ -1,4 +1,7 @@
-"""C helpers shared by the native CPU kernels' sources (``native.py``, ``fused.py``).
+"""C snippets shared by the native CPU kernels' sources (``selective_scan``, ``depthwise_conv``).
+
+``PORTABLE_EXP`` is ``fast_exp``: a branch-free, vectorisable exp (Cody-Waite range reduction
+and a degree-6 polynomial, ~1 ulp; exact 0 below -87 and inf above 88.5) in plain C.
 
 ``AVX512_PRELUDE`` defines ``SS_AVX512`` when the compiler targets AVX-512 F + DQ (and
 ``SS_PORTABLE`` is not set, which tests use to build the plain-C paths), with ``exp2_v``: 2^x on a
@@ -33,4 +36,32 @@ static inline __m512 exp2_v(__m512 x) {
     return _mm512_scalef_ps(p, k);
 }
 #endif
+"""
+
+PORTABLE_EXP = r"""
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+/* exp(x) = 2^k exp(r), k = round(x / ln2), r = x - k ln2 in [-ln2/2, ln2/2] (Cody-Waite). */
+static inline float fast_exp(float x) {
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float kf = xc * 1.44269504088896341f + 12582912.0f;
+    kf = kf - 12582912.0f;
+    float r = xc - kf * 0.693359375f;
+    r = r + kf * 2.12194440e-4f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)kf + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(float));
+    float out = p * scale;
+    out = x < -87.0f ? 0.0f : out;
+    return x > 88.5f ? INFINITY : out;
+}
 """
