@@ -15,6 +15,7 @@ kernels themselves and in ``INTERFACES.md``:
   ``h_t = a_t * h_{t-1} + b_t`` (real or complex).
 - ``depthwise_causal_conv1d(x, weight, bias=None, *, activation=None, reverse=False)``: the
   short depthwise causal (or anti-causal) conv, optionally with a fused SiLU.
+- ``rms_norm(x, weight=None, eps=1e-5)``: RMS norm of the last dim in fp32 (native C on CPU).
 - ``fft_conv(u, k, bidirectional=False)``: long causal / bidirectional convolution.
 - ``cross_scan``, ``cross_merge``, ``cross_scan_3d``, ``cross_merge_3d``, ``scan_permutation``,
   ``scan_permutation_3d``: 2-D / 3-D scan orders and their exact adjoints.
@@ -33,6 +34,7 @@ from ssmkit.kernels.cross_scan import (
 from ssmkit.kernels.depthwise_conv import depthwise_causal_conv1d
 from ssmkit.kernels.diag_scan import diag_scan
 from ssmkit.kernels.fft_conv import fft_conv
+from ssmkit.kernels.rms_norm import rms_norm
 from ssmkit.kernels.selective_scan import selective_scan
 from ssmkit.kernels.ssd_scan import ssd_scan
 
@@ -44,6 +46,7 @@ __all__ = [
     "depthwise_causal_conv1d",
     "diag_scan",
     "fft_conv",
+    "rms_norm",
     "scan_permutation",
     "scan_permutation_3d",
     "selective_scan",

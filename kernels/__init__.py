@@ -17,6 +17,7 @@ from ssmkit.kernels.cross_scan import (
 from ssmkit.kernels.depthwise_conv import depthwise_causal_conv1d
 from ssmkit.kernels.diag_scan import diag_scan
 from ssmkit.kernels.fft_conv import fft_conv
+from ssmkit.kernels.rms_norm import rms_norm
 from ssmkit.kernels.selective_scan import selective_scan
 from ssmkit.kernels.ssd_scan import ssd_scan
 
@@ -28,6 +29,7 @@ __all__ = [
     "depthwise_causal_conv1d",
     "diag_scan",
     "fft_conv",
+    "rms_norm",
     "scan_permutation",
     "scan_permutation_3d",
     "selective_scan",
