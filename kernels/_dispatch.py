@@ -92,3 +92,18 @@ def check_real_floating(
         raise TypeError(
             f"{op}: `{name}` must be a real floating point tensor, got {t.dtype}; {fix}."
         )
+
+
+def check_same_device_floats(op: str, **tensors: torch.Tensor | None) -> None:
+    """``check_real_floating`` for every tensor given (``None`` skipped), and all on the first
+    one's device."""
+    first_name, first = next(iter(tensors.items()))
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        check_real_floating(op, name, t)
+        if t.device != first.device:
+            raise ValueError(
+                f"{op}: `{name}` is on {t.device} but {first_name} is on {first.device}; move "
+                "them to one device."
+            )

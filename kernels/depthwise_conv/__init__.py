@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ssmkit.kernels._dispatch import check_real_floating, resolve_backend
+from ssmkit.kernels._dispatch import check_same_device_floats, resolve_backend
 from ssmkit.kernels.depthwise_conv.reference import depthwise_conv_reference
 
 __all__ = ["depthwise_causal_conv1d"]
@@ -22,14 +22,7 @@ _ACTIVATIONS = (None, "silu")
 def _validate(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None
 ) -> None:
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is None and name == "bias":
-            continue
-        check_real_floating(_OP, name, t)
-        if t.device != x.device:
-            raise ValueError(
-                f"{_OP}: `{name}` is on {t.device} but x is on {x.device}; move them to one device."
-            )
+    check_same_device_floats(_OP, x=x, weight=weight, bias=bias)
     if x.dim() != 3 or x.shape[-1] < 1:
         raise ValueError(
             f"{_OP}: x must be (B, C, L) with L >= 1 (channels before time), got shape "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ssmkit.kernels._dispatch import resolve_backend
+from ssmkit.kernels._dispatch import check_same_device_floats, resolve_backend
 from ssmkit.kernels.rms_norm.reference import rms_norm_reference
 
 __all__ = ["rms_norm"]
@@ -19,20 +19,7 @@ _OP = "rms_norm"
 
 
 def _validate(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> None:
-    for name, t in (("x", x), ("weight", weight)):
-        if t is None and name == "weight":
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{_OP}: `{name}` must be a torch.Tensor, got {type(t).__name__}.")
-        if not t.is_floating_point():
-            raise TypeError(
-                f"{_OP}: `{name}` must be a real floating tensor, got {t.dtype}; convert it "
-                "with `.float()`."
-            )
-        if t.device != x.device:
-            raise ValueError(
-                f"{_OP}: `{name}` is on {t.device} but x is on {x.device}; move them to one device."
-            )
+    check_same_device_floats(_OP, x=x, weight=weight)
     if x.dim() < 1 or x.shape[-1] < 1:
         raise ValueError(
             f"{_OP}: x must be (..., D) with D >= 1 (normalised over the last dim), got shape "

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import warnings
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ssmkit.kernels._native_build import _FLAG_SETS, _build
-from ssmkit.kernels.selective_scan.native import _parts, _ptr, _run_parts
+from ssmkit.kernels._native_build import _parts, _ptr, _run_parts, load_or_warn
 
 __all__ = ["NativeRMSNorm", "native_library"]
 
@@ -142,20 +139,7 @@ def native_library() -> ctypes.CDLL | None:
 
     ``SSMKIT_NATIVE=0`` disables it (the reference then runs).
     """
-    if os.environ.get("SSMKIT_NATIVE", "1") == "0":
-        return None
-    try:
-        library = _build(_SOURCE, _NAMES, "rms_norm", _FLAG_SETS)
-        library.rn_openmp.restype = ctypes.c_int64
-        return library
-    except (OSError, RuntimeError) as error:
-        warnings.warn(
-            f"rms_norm: could not build the native CPU kernel ({error}); using the torch "
-            "formula. Install a C compiler (gcc/clang) to get it.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
+    return load_or_warn("rms_norm", _SOURCE, _NAMES, "rms_norm", "rn_openmp", "the torch formula")
 
 
 def _forward(library: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor | None, eps: float):
