@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -105,3 +105,29 @@ def _assert_close(name: str, ref: torch.Tensor, fast: torch.Tensor, ratio: float
 @pytest.fixture
 def assert_close() -> Callable[..., None]:
     return _assert_close
+
+
+@pytest.fixture
+def native_without_openmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., object]]:
+    """``use(module, probe)``: build a native kernel module's C source (``module._SOURCE``,
+    ``module._NAMES``) without OpenMP, so its work splits over Python threads, make it the
+    module's ``native_library()`` and return it. The test runs on 2 threads (restored after)."""
+    import ctypes
+
+    from ssmkit.kernels._native_build import _build
+
+    def use(module: object, probe: str) -> object:
+        if module.native_library() is None:
+            pytest.skip("no C compiler: the native kernel is not built")
+        flags = (["-O3", "-fopenmp-simd", "-fno-math-errno"],)
+        stem = f"{module.__name__.rsplit('.', 2)[-2]}_noomp"
+        library = _build(module._SOURCE, module._NAMES, stem, flags)
+        getattr(library, probe).restype = ctypes.c_int64
+        assert not getattr(library, probe)()
+        monkeypatch.setattr(module, "native_library", lambda: library)
+        return library
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield use
+    torch.set_num_threads(threads)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import itertools
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -180,28 +180,19 @@ def test_spans_larger_than_the_scratch(shape: tuple[int, int, int], reverse: boo
         torch.testing.assert_close(g.double(), g_ref, atol=atol, rtol=1e-4)
 
 
-def test_build_without_openmp_splits_over_python_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_without_openmp_splits_over_python_threads(
+    native_without_openmp: Callable[..., object],
+) -> None:
     """Without OpenMP the rows / channels are split over Python threads: same results."""
-    _native_or_skip()
-    build = importlib.import_module("ssmkit.kernels._native_build")
-    flags = (["-O3", "-fopenmp-simd", "-fno-math-errno"],)
-    library = build._build(native._SOURCE, native._NAMES, "depthwise_conv_noomp", flags)
-    library.dc_openmp.restype = ctypes.c_int64
-    assert not library.dc_openmp()
     x = torch.randn(3, 7, 30, requires_grad=True)
     w = torch.randn(7, 1, 4, requires_grad=True)
     b = torch.randn(7, requires_grad=True)
     dy = torch.randn(3, 7, 30)
     want = depthwise_causal_conv1d(x, w, b, activation="silu", backend="ref")
     g_want = torch.autograd.grad(want, (x, w, b), dy)
-    monkeypatch.setattr(native, "native_library", lambda: library)
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        got = depthwise_causal_conv1d(x, w, b, activation="silu", backend="cpu")
-        g_got = torch.autograd.grad(got, (x, w, b), dy)
-    finally:
-        torch.set_num_threads(old)
+    native_without_openmp(native, "dc_openmp")
+    got = depthwise_causal_conv1d(x, w, b, activation="silu", backend="cpu")
+    g_got = torch.autograd.grad(got, (x, w, b), dy)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     for a, c in zip(g_got, g_want):
         torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)

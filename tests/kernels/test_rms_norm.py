@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -150,27 +150,18 @@ def test_bad_types_raise() -> None:
         rms_norm(torch.randn(2, 4), backend="gpu")
 
 
-def test_build_without_openmp_splits_over_python_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_without_openmp_splits_over_python_threads(
+    native_without_openmp: Callable[..., object],
+) -> None:
     """Without OpenMP the rows are split over Python threads (one dw part each): same results."""
-    _native_or_skip()
-    build = importlib.import_module("ssmkit.kernels._native_build")
-    flags = (["-O3", "-fopenmp-simd", "-fno-math-errno"],)
-    library = build._build(native._SOURCE, native._NAMES, "rms_norm_noomp", flags)
-    library.rn_openmp.restype = ctypes.c_int64
-    assert not library.rn_openmp()
     x = torch.randn(3, 11, 33, requires_grad=True)
     w = torch.randn(33, requires_grad=True)
     dy = torch.randn(3, 11, 33)
     want = rms_norm(x, w, backend="ref")
     g_want = torch.autograd.grad(want, (x, w), dy)
-    monkeypatch.setattr(native, "native_library", lambda: library)
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        got = rms_norm(x, w, backend="cpu")
-        g_got = torch.autograd.grad(got, (x, w), dy)
-    finally:
-        torch.set_num_threads(old)
+    native_without_openmp(native, "rn_openmp")
+    got = rms_norm(x, w, backend="cpu")
+    g_got = torch.autograd.grad(got, (x, w), dy)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     for a, c in zip(g_got, g_want):
         torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4)
