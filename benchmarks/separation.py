@@ -480,7 +480,7 @@ def replace_section(path: Path, heading: str, lines: list[str]) -> None:
 
 def profile_one(label: str, repeats: int, top: int = 8) -> dict:
     """CPU time of one training step (forward, PIT SI-SNR, backward, Adam) at the training
-    configuration, batch ``BATCH`` x ``SEGMENT_S`` s, one thread; plus the ``top`` operators by
+    configuration, batch ``BATCH`` x ``SEGMENT_S`` s, one thread, after three warm-up steps; plus the ``top`` operators by
     self CPU time from ``torch.profiler`` for one more step."""
     import ssmkit
     from ssmkit.audio.metrics import pit_si_snr
@@ -499,7 +499,8 @@ def profile_one(label: str, repeats: int, top: int = 8) -> dict:
         loss.backward()
         opt.step()
 
-    step()
+    for _ in range(3):  # warm-up: allocator and kernel scratch reach their steady state
+        step()
     times = []
     for _ in range(repeats):
         start = time.process_time()
