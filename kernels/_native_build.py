@@ -1,7 +1,9 @@
 """Compile a C kernel held as a source string into a cached shared library, loaded via ctypes.
 
 Shared by the native CPU kernels (``selective_scan/native.py``, ``selective_scan/fused.py``,
-``depthwise_conv/native.py``). Only plain C and a C compiler are needed (no torch headers); the
+``depthwise_conv/native.py``, ``rms_norm/native.py``): ``load_or_warn`` builds and loads one (or
+warns once and returns None, so the op falls back to torch), ``_parts`` / ``_run_parts`` split a
+call over Python threads when the library was built without OpenMP. Only plain C and a C compiler are needed (no torch headers); the
 build takes about a second. Libraries are cached in ``~/.cache/ssmkit`` (``SSMKIT_CACHE_DIR`` or
 ``XDG_CACHE_HOME`` override it), keyed by a hash of source, compiler, machine and flags, and
 written atomically (temp file + ``os.replace``) so concurrent builders never see half a file.
@@ -136,7 +138,7 @@ def load_or_warn(
 @functools.cache
 def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
     # keyed by pid: a forked child (DataLoader worker) inherits the pool but not its threads
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmkit-scan")
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssmkit-native")
 
 
 def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
