@@ -325,7 +325,9 @@ def _ssd_segsum(a: torch.Tensor) -> torch.Tensor:
     T = a.shape[-1]
     keep = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1)
     out = a.unsqueeze(-1).expand(*a.shape, T).masked_fill(~keep, 0).cumsum(-2)
-    return out.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=a.device).tril(), float("-inf"))
+    return out.masked_fill(
+        ~torch.ones(T, T, dtype=torch.bool, device=a.device).tril(), float("-inf")
+    )
 
 
 def _ssd_listing(x, dt, A, B, C, chunk: int):
