@@ -108,7 +108,35 @@ def assert_close() -> Callable[..., None]:
 
 
 @pytest.fixture
-def native_without_openmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., object]]:
+def num_threads() -> Iterator[Callable[[int], None]]:
+    """``torch.set_num_threads`` for this test; the count before it is restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def native_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[object, str], list[int]]:
+    """``spy(module, function)``: skip the test when ``module.native_library()`` is not built,
+    else count the calls of ``module.<function>.apply`` (a torch.autograd.Function) in the list
+    it returns; the spy is removed after the test."""
+
+    def spy(module: object, function: str) -> list[int]:
+        if module.native_library() is None:
+            pytest.skip("no C compiler (or SSMKIT_NATIVE=0): the native kernel is not built")
+        calls: list[int] = []
+        cls = getattr(module, function)
+        real = cls.apply
+        monkeypatch.setattr(cls, "apply", lambda *a: calls.append(1) or real(*a))
+        return calls
+
+    return spy
+
+
+@pytest.fixture
+def native_without_openmp(
+    monkeypatch: pytest.MonkeyPatch, num_threads: Callable[[int], None]
+) -> Callable[..., object]:
     """``use(module, probe)``: build a native kernel module's C source (``module._SOURCE``,
     ``module._NAMES``) without OpenMP, so its work splits over Python threads, make it the
     module's ``native_library()`` and return it. The test runs on 2 threads (restored after)."""
@@ -127,7 +155,5 @@ def native_without_openmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
         monkeypatch.setattr(module, "native_library", lambda: library)
         return library
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield use
-    torch.set_num_threads(threads)
+    num_threads(2)
+    return use

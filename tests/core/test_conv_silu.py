@@ -21,11 +21,6 @@ from ssmkit.core.tri_mamba import TriOrientedMamba
 native = importlib.import_module("ssmkit.kernels.depthwise_conv.native")
 
 
-def _native_or_skip() -> None:
-    if native.native_library() is None:
-        pytest.skip("no C compiler (or SSMKIT_NATIVE=0): the native kernel is not built")
-
-
 def _run(model: nn.Module, x: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor, ...]:
     model.zero_grad(set_to_none=True)
     xg = x.clone().requires_grad_()
@@ -56,15 +51,14 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor], dic
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_native_conv_matches_reference_in_mixers(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    native_calls: Callable[[object, str], list[int]],
 ) -> None:
-    _native_or_skip()
+    calls = native_calls(native, "NativeDepthwiseConv")
     build, make_x, kwargs = MODELS[name]
     torch.manual_seed(0)
     model, x = build(), make_x()
-    calls = []
-    real = native.NativeDepthwiseConv.apply
-    monkeypatch.setattr(native.NativeDepthwiseConv, "apply", lambda *a: calls.append(1) or real(*a))
     fast = _run(model, x, **kwargs)
     assert calls, "the training forward did not run the native conv"
     monkeypatch.setattr(
@@ -80,12 +74,9 @@ def test_native_conv_matches_reference_in_mixers(
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_masked_path_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_masked_path_unchanged(native_calls: Callable[[object, str], list[int]]) -> None:
     """With a mask (or state / resets) the mixers keep the general causal_conv1d path."""
-    _native_or_skip()
-    calls = []
-    real = native.NativeDepthwiseConv.apply
-    monkeypatch.setattr(native.NativeDepthwiseConv, "apply", lambda *a: calls.append(1) or real(*a))
+    calls = native_calls(native, "NativeDepthwiseConv")
     mask = torch.ones(2, 10, dtype=torch.bool)
     mask[1, 7:] = False
     Mamba(16, d_state=4)(torch.randn(2, 10, 16), mask=mask)

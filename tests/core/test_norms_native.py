@@ -31,15 +31,12 @@ def _run(
 
 def _native_vs_reference(
     monkeypatch: pytest.MonkeyPatch,
+    native_calls: Callable[[object, str], list[int]],
     model: torch.nn.Module,
     inputs: Callable[[], tuple[torch.Tensor, ...]],
     expected_calls: int,
 ) -> None:
-    if native.native_library() is None:
-        pytest.skip("no C compiler (or SSMKIT_NATIVE=0): the native kernel is not built")
-    calls = []
-    real = native.NativeRMSNorm.apply
-    monkeypatch.setattr(native.NativeRMSNorm, "apply", lambda *a: calls.append(1) or real(*a))
+    calls = native_calls(native, "NativeRMSNorm")
     fast = _run(model, inputs)
     assert len(calls) == expected_calls  # the native kernel ran for every norm
     monkeypatch.setattr(native, "native_library", lambda: None)  # -> the torch formula
@@ -49,23 +46,31 @@ def _native_vs_reference(
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
 
 
-def test_rms_norm_module(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rms_norm_module(
+    monkeypatch: pytest.MonkeyPatch, native_calls: Callable[[object, str], list[int]]
+) -> None:
     torch.manual_seed(0)
     norm = RMSNorm(24)
     with torch.no_grad():
         norm.weight.normal_()
-    _native_vs_reference(monkeypatch, norm, _fixed(torch.randn(3, 5, 24)), 1)
+    _native_vs_reference(monkeypatch, native_calls, norm, _fixed(torch.randn(3, 5, 24)), 1)
 
 
-def test_gated_rms_norm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_rms_norm(
+    monkeypatch: pytest.MonkeyPatch, native_calls: Callable[[object, str], list[int]]
+) -> None:
     torch.manual_seed(0)
     norm = GatedRMSNorm(24, group_size=8)
     with torch.no_grad():
         norm.weight.normal_()
-    _native_vs_reference(monkeypatch, norm, _fixed(torch.randn(2, 5, 24), torch.randn(2, 5, 24)), 1)
+    _native_vs_reference(
+        monkeypatch, native_calls, norm, _fixed(torch.randn(2, 5, 24), torch.randn(2, 5, 24)), 1
+    )
 
 
-def test_sequence_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sequence_backbone(
+    monkeypatch: pytest.MonkeyPatch, native_calls: Callable[[object, str], list[int]]
+) -> None:
     """Output, input gradient and every parameter gradient agree (2 block norms + norm_f)."""
     torch.manual_seed(0)
     model = SequenceBackbone(16, 2, mixer_kwargs={"d_state": 4})
@@ -73,7 +78,7 @@ def test_sequence_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.normal_()
-    _native_vs_reference(monkeypatch, model, _fixed(torch.randn(2, 12, 16)), 3)
+    _native_vs_reference(monkeypatch, native_calls, model, _fixed(torch.randn(2, 12, 16)), 3)
 
 
 def test_rms_norm_keeps_dtype_behaviour() -> None:

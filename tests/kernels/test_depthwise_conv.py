@@ -33,44 +33,41 @@ def _native_or_skip() -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_native_matches_float64_truth(k: int, threads: int) -> None:
+def test_native_matches_float64_truth(
+    k: int,
+    threads: int,
+    num_threads: Callable[[int], None],
+    native_calls: Callable[[object, str], list[int]],
+) -> None:
     """Forward and all three gradients, every length (L < K included), both directions, with and
     without SiLU and bias, on 1 and 2 threads."""
-    _native_or_skip()
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    calls = []
-    real = native.NativeDepthwiseConv.apply
-    try:
-        native.NativeDepthwiseConv.apply = lambda *a: calls.append(1) or real(*a)
-        for length, reverse, silu, has_bias in itertools.product(
-            (1, 2, 3, 50, 257), (False, True), (False, True), (False, True)
-        ):
-            x64 = torch.randn(3, 6, length, dtype=torch.float64, requires_grad=True)
-            w64 = torch.randn(6, 1, k, dtype=torch.float64, requires_grad=True)
-            b64 = torch.randn(6, dtype=torch.float64, requires_grad=True) if has_bias else None
-            want = _truth(x64, w64, b64, silu, reverse)
-            dy = torch.randn_like(want)
-            inputs64 = [t for t in (x64, w64, b64) if t is not None]
-            grads64 = torch.autograd.grad(want, inputs64, dy)
-            x, w = x64.detach().float(), w64.detach().float()
-            b = None if b64 is None else b64.detach().float()
-            inputs = [t.requires_grad_() for t in (x, w, b) if t is not None]
-            got = depthwise_causal_conv1d(
-                x, w, b, activation="silu" if silu else None, reverse=reverse, backend="cpu"
+    calls = native_calls(native, "NativeDepthwiseConv")
+    num_threads(threads)
+    for length, reverse, silu, has_bias in itertools.product(
+        (1, 2, 3, 50, 257), (False, True), (False, True), (False, True)
+    ):
+        x64 = torch.randn(3, 6, length, dtype=torch.float64, requires_grad=True)
+        w64 = torch.randn(6, 1, k, dtype=torch.float64, requires_grad=True)
+        b64 = torch.randn(6, dtype=torch.float64, requires_grad=True) if has_bias else None
+        want = _truth(x64, w64, b64, silu, reverse)
+        dy = torch.randn_like(want)
+        inputs64 = [t for t in (x64, w64, b64) if t is not None]
+        grads64 = torch.autograd.grad(want, inputs64, dy)
+        x, w = x64.detach().float(), w64.detach().float()
+        b = None if b64 is None else b64.detach().float()
+        inputs = [t.requires_grad_() for t in (x, w, b) if t is not None]
+        got = depthwise_causal_conv1d(
+            x, w, b, activation="silu" if silu else None, reverse=reverse, backend="cpu"
+        )
+        assert got.dtype == torch.float32 and got.shape == x.shape
+        grads = torch.autograd.grad(got, inputs, dy.float())
+        case = f"K={k} L={length} reverse={reverse} silu={silu} bias={has_bias}"
+        torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5, msg=case)
+        for name, g, g64 in zip(("x", "weight", "bias"), grads, grads64):
+            scale = 1e-5 * (1 + g64.abs().max().item())
+            torch.testing.assert_close(
+                g.double(), g64, atol=scale * 10, rtol=1e-4, msg=f"d{name} {case}"
             )
-            assert got.dtype == torch.float32 and got.shape == x.shape
-            grads = torch.autograd.grad(got, inputs, dy.float())
-            case = f"K={k} L={length} reverse={reverse} silu={silu} bias={has_bias}"
-            torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5, msg=case)
-            for name, g, g64 in zip(("x", "weight", "bias"), grads, grads64):
-                scale = 1e-5 * (1 + g64.abs().max().item())
-                torch.testing.assert_close(
-                    g.double(), g64, atol=scale * 10, rtol=1e-4, msg=f"d{name} {case}"
-                )
-    finally:
-        native.NativeDepthwiseConv.apply = real
-        torch.set_num_threads(old)
     assert len(calls) == 5 * 2 * 2 * 2  # every case ran the native kernel
 
 

@@ -47,24 +47,21 @@ def _check(x64: torch.Tensor, w64: torch.Tensor | None, x: torch.Tensor, case: s
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("d", [1, 3, 16, 64, 100])
-def test_native_matches_float64_truth(d: int, threads: int) -> None:
+def test_native_matches_float64_truth(
+    d: int,
+    threads: int,
+    num_threads: Callable[[int], None],
+    native_calls: Callable[[object, str], list[int]],
+) -> None:
     """Forward and gradients for (7, D) and (2, 5, D), with and without weight, 1 and 2 threads;
     every case runs the native kernel."""
-    _native_or_skip()
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    calls = []
-    real = native.NativeRMSNorm.apply
-    try:
-        native.NativeRMSNorm.apply = lambda *a: calls.append(1) or real(*a)
-        for lead in ((7,), (2, 5)):
-            for has_w in (False, True):
-                x64 = torch.randn(*lead, d, dtype=torch.float64) * 3
-                w64 = torch.randn(d, dtype=torch.float64) if has_w else None
-                _check(x64, w64, x64.float(), f"shape={(*lead, d)} weight={has_w}")
-    finally:
-        native.NativeRMSNorm.apply = real
-        torch.set_num_threads(old)
+    calls = native_calls(native, "NativeRMSNorm")
+    num_threads(threads)
+    for lead in ((7,), (2, 5)):
+        for has_w in (False, True):
+            x64 = torch.randn(*lead, d, dtype=torch.float64) * 3
+            w64 = torch.randn(d, dtype=torch.float64) if has_w else None
+            _check(x64, w64, x64.float(), f"shape={(*lead, d)} weight={has_w}")
     assert len(calls) == 4
 
 
